@@ -1,0 +1,63 @@
+"""Fit metrics on hand-made inputs (spec §3) and the outcome classes (spec §5.3)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from trainables.mpm_inr.metrics import classify, compression_ratio, fit_metrics, kinograph_r2, linear_fit
+
+
+@pytest.fixture
+def truth():
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, 40)[:, None, None]
+    return (np.sin(6 * t + rng.uniform(0, 3, (1, 30, 3))) + 0.1 * rng.normal(size=(40, 30, 3))).astype(np.float32)
+
+
+def test_perfect_prediction(truth):
+    m = fit_metrics(truth, truth.copy())
+    assert m["final_mse"] == 0
+    assert m["final_r2"] == pytest.approx(1) and m["slope"] == pytest.approx(1)
+    assert m["intercept"] == pytest.approx(0, abs=1e-6)
+    assert m["kinograph_R2"] == pytest.approx(1) and m["kinograph_SSIM"] == pytest.approx(1)
+
+
+def test_scaled_prediction(truth):
+    m = fit_metrics(truth, 2.5 * truth + 0.3)
+    assert m["final_r2"] == pytest.approx(1) and m["slope"] == pytest.approx(2.5, rel=1e-5)
+    assert m["intercept"] == pytest.approx(0.3, abs=1e-5)
+    assert m["final_mse"] > 0.1  # raw MSE sees the scale error, r² does not
+    assert m["kinograph_R2"] == pytest.approx(1, abs=1e-6)  # kinographs use the slope-corrected prediction
+    assert m["kinograph_SSIM"] == pytest.approx(1, abs=1e-6)
+
+
+def test_noisy_prediction_is_worse(truth):
+    rng = np.random.default_rng(1)
+    m = fit_metrics(truth, truth + 0.5 * rng.normal(size=truth.shape))
+    assert 0 < m["final_r2"] < 0.9 and m["kinograph_SSIM"] < 0.9
+
+
+def test_kinograph_r2_constant_frame_counts_zero():
+    gt = np.ones((4, 10, 1))
+    assert kinograph_r2(gt, gt) == 0
+
+
+def test_non_finite_prediction(truth):
+    pred = truth.copy()
+    pred[0, 0, 0] = np.nan
+    assert all(math.isnan(v) for v in linear_fit(truth, pred))
+    m = fit_metrics(truth, pred)
+    assert math.isnan(m["final_r2"]) and math.isnan(m["kinograph_SSIM"])
+    assert classify(m) == "poor"
+
+
+def test_compression_ratio():
+    assert compression_ratio(400 * 9000 * 4, 265_220) == pytest.approx(54.3, abs=0.05)
+
+
+@pytest.mark.parametrize("r2, label", [(0.9999, "excellent"), (0.995, "good"), (0.99, "good"),
+                                       (0.95, "moderate"), (0.90, "moderate"), (0.5, "poor"), (math.nan, "poor"),
+                                       (math.inf, "poor")])
+def test_classify(r2, label):
+    assert classify({"final_r2": r2}) == label

@@ -1,0 +1,80 @@
+"""Every shipped space file validates; malformed files are refused with the file and field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuner.family import families, get_family
+from tuner.settings import TunerInputError
+from tuner.space import evaluate, load_space, space_files
+
+SIGNAL_BLOCKS = set(range(1, 11))
+
+
+def test_every_shipped_space_validates() -> None:
+    names = space_files()
+    assert names, "no space files found"
+    for name, path in names.items():
+        space = load_space(path)  # schema, bounds, warm starts and prior centres, per scale
+        assert space.name == name == path.stem
+        assert space.family in families()
+        assert space.principles and all(p.source for p in space.principles)
+        for ws in space.warm_starts:
+            assert ws.recorded, f"{name}: warm start without the metric the seed recorded"
+
+
+def test_signal_has_one_space_per_seed_block() -> None:
+    blocks = {load_space(p).source.block for n, p in space_files().items() if load_space(p).family == "signal"}
+    assert blocks == SIGNAL_BLOCKS
+
+
+def test_scales_change_cost_knobs_only() -> None:
+    for path in space_files().values():
+        space = load_space(path)
+        knobs = get_family(space.family).cost_knobs
+        for scale in space.scales.values():
+            assert set(scale.settings) <= knobs
+
+
+def test_derived_ratio() -> None:
+    space = load_space("chaotic_10k")
+    family = get_family("signal")
+    settings = space.resolve(space.base_settings("cpu"), {"lr": 1e-4, "lr_W_ratio": 80.0, "coeff_W_L1": 1e-5,
+                                                          "batch_size": 32}, family)
+    assert settings["lr_W"] == pytest.approx(8e-3)
+    assert "lr_W_ratio" not in settings  # helper parameters are not family settings
+    assert evaluate("2 * a ** 2 - b / 4", {"a": 3, "b": 8}) == 16
+
+
+def _broken(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(space_files()["chaotic_10k"].read_text())
+    edit(data)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["params"]["lr"].update(low=1.0), "params.lr"),                       # low >= high
+    (lambda d: d["params"]["lr"]["prior"].update(center=1.0), "params.lr"),           # prior outside bounds
+    (lambda d: d["warm_starts"][0]["params"].update(lr=5.0), "warm_starts[0].params.lr"),
+    (lambda d: d["fixed"].update(n_neuronz=10), "fixed.n_neuronz"),
+    (lambda d: d["scales"]["smoke"]["settings"].update(n_neurons=10), "scales.smoke.settings.n_neurons"),
+    (lambda d: d["scales"].pop("full"), "scales"),
+    (lambda d: d["derived"].update(lr_W="lr * nonsense"), "derived.lr_W"),
+    (lambda d: d["fixed"].update(connectivity_type="ring"), "connectivity_type"),
+    (lambda d: d.update(principles=[]), "principles"),
+])
+def test_malformed_space_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
+    path = _broken(tmp_path, edit)
+    with pytest.raises(TunerInputError) as err:
+        load_space(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+def test_unknown_space_suggests_close_names() -> None:
+    with pytest.raises(TunerInputError, match="chaotic_10k"):
+        load_space("chaotic_10")

@@ -1,0 +1,89 @@
+"""End-to-end sweeps of the `signal` family at smoke scale on a local Ray with 2 fake GPUs."""
+
+from __future__ import annotations
+
+import glob
+import math
+import pickle
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tuner import sweep
+from tuner.cli import main as cli
+from tuner.sweep import choose_scale
+
+SEED_COLUMNS = ["Block", "Regime", "E/I", "n_frames", "n_neurons", "n_types", "eff_rank", "Best R²",
+                "Optimal lr_W", "Optimal L1", "Key finding"]
+pytestmark = pytest.mark.usefixtures("ray_2gpu")
+
+
+def _runs(results):
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("signal")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("tuner.kind") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_smoke_sweep_parent_children_pruning_and_table(results, capsys) -> None:
+    out = sweep("chaotic_10k", scale="smoke", samples=6, seed=1, max_concurrent=2)
+    client, parents, children = _runs(results)
+
+    assert len(parents) == 1 and parents[0].info.run_id == out.parent_run_id
+    tags = parents[0].data.tags
+    assert {tags["space"], tags["scale"], tags["seed"], tags["searcher"]} == {"chaotic_10k", "smoke", "1", "tpe"}
+    assert tags["git_commit"] and parents[0].info.status == "FINISHED"
+    assert len(children) == 6 and {c.data.tags["mlflow.parentRunId"] for c in children} == {out.parent_run_id}
+    assert len({c.data.tags["tuner.trial_id"] for c in children}) == 6
+
+    max_reports = out.plan.max_reports
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "connectivity_R2")
+        steps = [m.step for m in history]
+        assert steps == sorted(set(steps)) and steps[0] == 1  # every report once, none doubled
+        assert child.data.params["lr_W"] and "tuned.lr_W_ratio" in child.data.params
+        if child.data.tags["pruned"] == "true":
+            assert child.info.status == "KILLED" and len(steps) < max_reports
+        else:
+            assert child.info.status == "FINISHED" and len(steps) == max_reports
+            assert {"test_R2", "test_pearson", "eff_rank_99", "spectral_radius"} <= set(child.data.metrics)
+    assert sum(c.data.tags["pruned"] == "true" for c in children) >= 1, "ASHA pruned nothing"
+
+    # the warm start ran first, and the seed's columns are in the one-row regime table
+    first = out.trials.iloc[0]
+    assert first["param.lr_W_ratio"] == 80 and first["param.batch_size"] == 32
+    assert len(out.table) == 1 and all(c in out.table.columns for c in SEED_COLUMNS)
+    assert out.table_path.exists() and out.table_path.with_suffix(".parquet").exists()
+    artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
+    assert {"regime_row.json", "regime_table.md"} <= artifacts
+
+    assert cli(["table", "--family", "signal"]) == 0
+    printed = capsys.readouterr().out
+    assert "| Block" in printed and "chaotic, Dale=False" in printed and "1 sweeps" in printed
+
+
+def test_gpu_requests_are_honoured_and_default_scale(results) -> None:
+    assert choose_scale(None)[0] == "full"  # the fixture's Ray has 2 (fake) GPUs
+    out = sweep("chaotic_10k", scale="full", samples=2, scheduler="none",
+                overrides=["data_augmentation_loop=1", "n_reports=3", "n_rollout_frames=50"])
+    trials = out.results._experiment_analysis.trials
+    assert all(t.placement_group_factory.required_resources == {"CPU": 1.0, "GPU": 0.25} for t in trials)
+    assert all(r.metrics["ray_gpus"] == 1.0 for r in out.results)
+
+
+def test_diverging_trial_is_stopped_failed_and_told_fail(results) -> None:
+    out = sweep("chaotic_10k", scale="smoke", samples=2, scheduler="none", overrides=["lr_W=1e35"])
+    client, _, children = _runs(results)
+    assert len(children) == 2
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "connectivity_R2")
+        assert not math.isfinite(history[-1].value) and all(math.isfinite(m.value) for m in history[:-1])
+        assert child.info.status == "FAILED" and child.data.tags["diverged"] == "true"
+    assert set(out.trials["status"]) == {"diverged"}
+    state_file = glob.glob(f"{out.plan.experiment_path}/searcher-state-*.pkl")[0]
+    with open(state_file, "rb") as f:
+        searcher = pickle.load(f)
+    assert set(searcher["told"].values()) == {"FAIL"}
+    assert "2 diverged" in out.table["Key finding"].iloc[0]

@@ -1,0 +1,4 @@
+from tuner.single_run import main
+from trainables.signal.family import FAMILY
+
+raise SystemExit(main(FAMILY))

@@ -1,0 +1,141 @@
+"""Searchers: Optuna distributions from a space, a prior-weighted sampler, and an OptunaSearch that
+tells Optuna the truth about diverged (FAIL) and early-stopped (PRUNED) trials."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.trial import FrozenTrial, TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from tuner.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+
+SEARCHERS = ("tpe", "random")
+
+
+def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
+    """Optuna distributions for the tunable parameters of `space`."""
+    out: dict[str, BaseDistribution] = {}
+    for name, p in space.params.items():
+        if isinstance(p, FloatParam):
+            out[name] = FloatDistribution(p.low, p.high, log=p.log)
+        elif isinstance(p, IntParam):
+            out[name] = IntDistribution(p.low, p.high, log=p.log)
+        else:
+            out[name] = CategoricalDistribution(p.choices)
+    return out
+
+
+class PriorWeightedSampler(BaseSampler):
+    """πBO-style prior weighting over any base sampler.
+
+    Trial n (counting finished trials) draws every parameter from the space's priors with
+    probability ``strength / (strength + n)``, otherwise from the base sampler. Early trials thus
+    follow the recorded principles; as evidence accumulates the base sampler (TPE) takes over.
+    """
+
+    def __init__(self, base: BaseSampler, space: SearchSpace, seed: int | None = None):
+        self._base = base
+        self._params = dict(space.params)
+        self._strength = space.prior_strength
+        self._rng = np.random.default_rng(seed)
+        self._from_prior: dict[int, bool] = {}
+
+    def prior_probability(self, n_finished: int) -> float:
+        return self._strength / (self._strength + n_finished)
+
+    def reseed_rng(self) -> None:
+        self._base.reseed_rng()
+        self._rng = np.random.default_rng()
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                TrialState.FAIL)))
+        self._from_prior[trial.number] = bool(self._rng.random() < self.prior_probability(finished))
+        self._base.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if self._from_prior.get(trial.number):
+            return {}
+        return self._base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        if self._from_prior.get(trial.number) and param_name in self._params:
+            return self._draw(self._params[param_name])
+        return self._base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: list[float] | None) -> None:
+        self._base.after_trial(study, trial, state, values)
+
+    def _draw(self, p: FloatParam | IntParam | CategoricalParam) -> Any:
+        if isinstance(p, CategoricalParam):
+            w = np.asarray(p.weights or [1.0] * len(p.choices), dtype=float)
+            return p.choices[int(self._rng.choice(len(p.choices), p=w / w.sum()))]
+        if p.prior is None:  # no belief: uniform over the bounds (in log space if log-scaled)
+            lo, hi = (math.log10(p.low), math.log10(p.high)) if p.log else (p.low, p.high)
+            x = self._rng.uniform(lo, hi)
+        else:  # normal around the centre, truncated to the bounds by resampling
+            lo, hi = (math.log10(p.low), math.log10(p.high)) if p.log else (p.low, p.high)
+            mu = math.log10(p.prior.center) if p.log else p.prior.center
+            for _ in range(100):
+                x = self._rng.normal(mu, p.prior.spread)
+                if lo <= x <= hi:
+                    break
+            else:
+                x = min(max(x, lo), hi)
+        value = 10.0**x if p.log else x
+        value = min(max(value, p.low), p.high)
+        return int(round(value)) if isinstance(p, IntParam) else float(value)
+
+
+def make_sampler(space: SearchSpace, searcher: str, priors: bool, seed: int | None) -> BaseSampler:
+    """`tpe` or `random`, wrapped in the prior weighting unless priors are off."""
+    if searcher not in SEARCHERS:
+        raise ValueError(f"searcher must be one of {SEARCHERS}, got {searcher!r}")
+    base = TPESampler(seed=seed) if searcher == "tpe" else RandomSampler(seed=seed)
+    return PriorWeightedSampler(base, space, seed=seed) if priors else base
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells FAIL for non-finite results and PRUNED for trials stopped before
+    `max_t` reports (Ray's own class tells COMPLETE with NaN, which Optuna rejects, leaving the
+    trial RUNNING forever, and mixes low-fidelity values in as COMPLETE)."""
+
+    def __init__(self, *args: Any, max_t: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_t = max_t
+        self.told: dict[str, str] = {}  # trial_id -> Optuna state name, for inspection
+
+    def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        if _finite(result.get(self.metric)):
+            super().on_trial_result(trial_id, dict(result))
+
+    def on_trial_complete(self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        value = (result or {}).get(self.metric)
+        if error or not _finite(value):
+            state, value = TrialState.FAIL, None
+        elif (result or {}).get("training_iteration", 0) < self.max_t:
+            state, value = TrialState.PRUNED, None  # Optuna ranks it by its last intermediate value
+        else:
+            state = TrialState.COMPLETE
+        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
+        self.told[trial_id] = state.name
+        self._completed_trials.add(trial_id)

@@ -1,0 +1,294 @@
+"""Declarative search spaces: one YAML file per named regime, validated against its family.
+
+A space file holds the family, the fixed regime settings, the tunable parameters with their
+priors, derived parameters, warm starts, the principles they come from, the scales (cost knobs
+only) and the scheduler settings. `load_space(name)` finds `search_spaces/<family>/<name>.yaml`
+(or a path), validates it and returns a `SearchSpace`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import os
+from collections.abc import Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tuner.family import SCALES, Family, get_family
+from tuner.settings import TunerInputError, close_names, validate_settings
+
+SPACE_PATH_ENV = "TUNER_SPACE_PATH"  # extra folders of space files, os.pathsep-separated
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prior(_Strict):
+    """Belief about where the optimum lies: a normal around `center` (in log10 units when the
+    parameter is log-scaled, so spread 0.3 means a factor of ~2)."""
+
+    center: float
+    spread: float = Field(gt=0)
+
+
+class _NumericParam(_Strict):
+    low: float
+    high: float
+    log: bool = False
+    prior: Prior | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> _NumericParam:
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0 (got {self.low})")
+        if self.prior is not None and not self.low <= self.prior.center <= self.high:
+            raise ValueError(f"prior center {self.prior.center} is outside [{self.low}, {self.high}]")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and self.low <= value <= self.high
+
+
+class FloatParam(_NumericParam):
+    type: Literal["float"]
+
+
+class IntParam(_NumericParam):
+    type: Literal["int"]
+    low: int
+    high: int
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+    weights: list[float] | None = None  # prior weight per choice
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> CategoricalParam:
+        if self.weights is not None:
+            if len(self.weights) != len(self.choices):
+                raise ValueError(f"weights has {len(self.weights)} entries for {len(self.choices)} choices")
+            if min(self.weights) < 0 or sum(self.weights) <= 0:
+                raise ValueError("weights must be non-negative with a positive sum")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        return value in self.choices
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class WarmStart(_Strict):
+    """A recorded best configuration, evaluated before the searcher proposes anything."""
+
+    params: dict[str, Any]
+    recorded: dict[str, float] = {}  # the metric(s) the seed logged for it, at the seed's scale
+    source: str
+
+
+class Principle(_Strict):
+    text: str
+    source: str
+
+
+class Source(_Strict):
+    seed: str
+    block: int | None = None
+
+
+class Scale(_Strict):
+    settings: dict[str, Any] = {}  # cost knobs only
+    samples: int = Field(default=8, ge=1)
+
+
+class Scheduler(_Strict):
+    grace_period: int = Field(default=2, ge=1)  # in reports
+    reduction_factor: int = Field(default=3, ge=2)
+
+
+class SearchSpace(_Strict):
+    name: str
+    family: str
+    description: str
+    source: Source
+    fixed: dict[str, Any] = {}
+    params: dict[str, Param]
+    derived: dict[str, str] = {}  # setting -> arithmetic expression over params and fixed settings
+    warm_starts: list[WarmStart] = []
+    principles: list[Principle] = Field(min_length=1)
+    scales: dict[Literal["smoke", "cpu", "full"], Scale]
+    scheduler: Scheduler = Scheduler()
+    prior_strength: float = Field(default=4.0, gt=0)  # P(draw from prior) = s / (s + trials finished)
+
+    @field_validator("scales")
+    @classmethod
+    def _all_scales(cls, v: dict[str, Scale]) -> dict[str, Scale]:
+        missing = [s for s in SCALES if s not in v]
+        if missing:
+            raise ValueError(f"missing scales {missing}; every space defines {list(SCALES)}")
+        return v
+
+    # ---- resolution -------------------------------------------------------------------------
+    def base_settings(self, scale: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Fixed regime settings, then the scale's cost knobs, then the user's overrides."""
+        return {**self.fixed, **self.scales[scale].settings, **(overrides or {})}
+
+    def resolve(self, base: Mapping[str, Any], tuned: Mapping[str, Any], family: Family) -> dict[str, Any]:
+        """Family settings for one trial: base + tuned params + derived params (helper params dropped)."""
+        values = {**base, **tuned}
+        for key, expr in self.derived.items():
+            if key not in base:  # a user override pins a derived setting
+                values[key] = evaluate(expr, values)
+        return {k: v for k, v in values.items() if k in family.settings.model_fields}
+
+    def prior_centers(self) -> dict[str, Any]:
+        """The most likely configuration under the priors (a check that priors resolve to valid settings)."""
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            if isinstance(p, CategoricalParam):
+                w = p.weights or [1.0] * len(p.choices)
+                out[name] = p.choices[max(range(len(w)), key=w.__getitem__)]
+            elif p.prior is not None:
+                out[name] = type(p.low)(p.prior.center) if isinstance(p, IntParam) else p.prior.center
+            else:
+                out[name] = math.sqrt(p.low * p.high) if p.log else (p.low + p.high) / 2
+                out[name] = round(out[name]) if isinstance(p, IntParam) else out[name]
+        return out
+
+    def pin(self, overrides: Mapping[str, Any]) -> SearchSpace:
+        """A copy where `--set` values of tunable parameters are fixed (removed from the search)."""
+        pinned = {k: v for k, v in overrides.items() if k in self.params}
+        if not pinned:
+            return self
+        params = {k: v for k, v in self.params.items() if k not in pinned}
+        warm = [w.model_copy(update={"params": {k: v for k, v in w.params.items() if k not in pinned}})
+                for w in self.warm_starts]
+        return self.model_copy(update={"params": params, "fixed": {**self.fixed, **pinned}, "warm_starts": warm})
+
+    # ---- validation against the family ------------------------------------------------------
+    def check(self, family: Family, where: str) -> None:
+        """Cross-checks that need the family; raises TunerInputError naming file and field."""
+
+        def fail(field: str, msg: str) -> None:
+            raise TunerInputError(f"{where}: {field}: {msg}")
+
+        fields = set(family.settings.model_fields)
+        if self.family != family.name:
+            fail("family", f"{self.family!r} does not match {family.name!r}")
+        for key in self.fixed:
+            if key not in fields:
+                fail(f"fixed.{key}", f"not a {family.name} setting.{close_names(key, fields)}")
+        for scale, spec in self.scales.items():
+            for key in spec.settings:
+                if key not in family.cost_knobs:
+                    fail(f"scales.{scale}.settings.{key}",
+                         f"a scale may change only cost knobs: {', '.join(sorted(family.cost_knobs))}")
+        names = set(self.params) | set(self.fixed)
+        for key, expr in self.derived.items():
+            if key not in fields:
+                fail(f"derived.{key}", f"not a {family.name} setting")
+            for ref in _names_in(expr, f"derived.{key}", where):
+                if ref not in names:
+                    fail(f"derived.{key}", f"expression uses {ref!r}, which is neither a parameter nor fixed")
+        helpers = {n for n in self.params if n not in fields}
+        used = {ref for expr in self.derived.values() for ref in _names_in(expr, "derived", where)}
+        for name in sorted(helpers - used):
+            fail(f"params.{name}", f"not a {family.name} setting and not used by any derived expression")
+        for i, ws in enumerate(self.warm_starts):
+            if set(ws.params) != set(self.params):
+                fail(f"warm_starts[{i}].params", f"must set exactly the parameters {sorted(self.params)}")
+            for key, value in ws.params.items():
+                if not self.params[key].contains(value):
+                    fail(f"warm_starts[{i}].params.{key}", f"{value!r} is outside the parameter's range")
+        for scale in SCALES:
+            configs = [self.prior_centers()] + [w.params for w in self.warm_starts]
+            for cfg in configs:
+                validate_settings(family.settings, self.resolve(self.base_settings(scale), cfg, family),
+                                  where=f"{where} (scale {scale})")
+
+
+# ---- safe arithmetic for derived parameters ----------------------------------------------------
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.Pow: operator.pow, ast.USub: operator.neg}
+
+
+def evaluate(expr: str, values: Mapping[str, Any]) -> float:
+    """Evaluate `+ - * / **` over numbers and names, e.g. ``"lr * lr_W_ratio"``."""
+
+    def walk(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name):
+            return float(values[node.id])
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.operand))
+        raise ValueError(f"unsupported expression element {ast.dump(node)}")
+
+    return walk(ast.parse(expr, mode="eval"))
+
+
+def _names_in(expr: str, field: str, where: str) -> set[str]:
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as err:
+        raise TunerInputError(f"{where}: {field}: cannot parse {expr!r}: {err.msg}") from None
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
+# ---- discovery ---------------------------------------------------------------------------------
+def space_files() -> dict[str, Path]:
+    """Every space file by name: the shipped `search_spaces/<family>/*.yaml`, then $TUNER_SPACE_PATH."""
+    roots = [Path(str(files("search_spaces")))]
+    roots += [Path(p) for p in os.environ.get(SPACE_PATH_ENV, "").split(os.pathsep) if p]
+    found: dict[str, Path] = {}
+    for root in roots:
+        for path in sorted(root.glob("*/*.yaml")) + sorted(root.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def load_space(name_or_path: str | Path) -> SearchSpace:
+    """Load and fully validate a space by name (`chaotic_100`) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        known = space_files()
+        if str(name_or_path) not in known:
+            raise TunerInputError(f"unknown space {str(name_or_path)!r}.{close_names(str(name_or_path), known)} "
+                                  f"List them with: python -m tuner spaces")
+        path = known[str(name_or_path)]
+    if not path.is_file():
+        raise TunerInputError(f"space file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise TunerInputError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise TunerInputError(f"{path}: expected a mapping at the top level")
+    raw.setdefault("name", path.stem)
+    try:
+        space = SearchSpace.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in err.errors())
+        raise TunerInputError(f"{path}: {problems}") from None
+    try:
+        family = get_family(space.family)
+    except KeyError as err:
+        raise TunerInputError(f"{path}: family: {err.args[0]}") from None
+    space.check(family, str(path))
+    return space

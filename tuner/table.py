@@ -1,0 +1,116 @@
+"""Regime comparison tables: one row per sweep, in the layout the seeds' authors wrote by hand."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from tuner.family import Family
+from tuner.search import distributions
+from tuner.space import SearchSpace
+
+TOP_K = 3  # trials whose parameter range the key finding reports
+
+
+def fmt(value: Any) -> str:
+    """Numbers as the seeds print them: 3 significant digits, scientific for small/large."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e5):
+            return f"{v:.2E}".replace("E-0", "E-").replace("E+0", "E+")
+        return f"{v:.4g}"
+    return str(value)
+
+
+def _range(values: pd.Series) -> str:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    v = v[np.isfinite(v)]
+    if v.empty:
+        return "-"
+    lo, hi = fmt(v.min()), fmt(v.max())
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
+def importance(space: SearchSpace, trials: pd.DataFrame, metric: str, mode: str) -> dict[str, float]:
+    """fANOVA importance of the tuned parameters over the finite trials ({} when it can't be computed)."""
+    dists = distributions(space)
+    ok = trials[np.isfinite(pd.to_numeric(trials[f"metric.{metric}"], errors="coerce"))]
+    if len(dists) < 2 or len(ok) < 3:
+        return {name: 1.0 for name in dists} if len(dists) == 1 and len(ok) >= 2 else {}
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for _, row in ok.iterrows():
+        params = {name: row[f"param.{name}"] for name in dists}
+        params = {k: (v.item() if hasattr(v, "item") else v) for k, v in params.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists,
+                                                  value=float(row[f"metric.{metric}"])))
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError):  # e.g. no variance in the values
+        return {}
+
+
+def key_finding(space: SearchSpace, family: Family, trials: pd.DataFrame) -> str:
+    """A sentence generated from the results: the most important parameter and its range among the
+    top trials, the success share, and divergences."""
+    metric_col = f"metric.{family.metric}"
+    values = pd.to_numeric(trials[metric_col], errors="coerce")
+    finite = trials[np.isfinite(values)]
+    n, n_ok = len(trials), int((trials["outcome"] == family.success).sum())
+    parts = []
+    if not finite.empty:
+        top = finite.sort_values(metric_col, ascending=family.mode == "min").head(TOP_K)
+        imp = importance(space, trials, family.metric, family.mode)
+        if imp:
+            name, weight = max(imp.items(), key=lambda kv: kv[1])
+            parts.append(f"{name} matters most (importance {weight:.2f}); top {len(top)} trials use {name} "
+                         f"{_range(top[f'param.{name}'])}")
+        elif space.params:
+            name = next(iter(space.params))
+            parts.append(f"top {len(top)} trials use {name} {_range(top[f'param.{name}'])}")
+    parts.append(f"{n_ok}/{n} {family.success}")
+    diverged = int((trials["status"] == "diverged").sum())
+    if diverged:
+        parts.append(f"{diverged} diverged")
+    return "; ".join(parts)
+
+
+def regime_row(space: SearchSpace, family: Family, trials: pd.DataFrame, *, sweep: str, scale: str,
+               base: Mapping[str, Any]) -> dict[str, Any]:
+    """The sweep's row of the family's regime comparison table."""
+    spec = family.table
+    settings = family.settings.model_validate(space.resolve(base, space.prior_centers(), family)).model_dump()
+    row: dict[str, Any] = {"Block": space.source.block if space.source.block is not None else "-",
+                           "Space": space.name, "Sweep": sweep, "Scale": scale}
+    row.update({k: fmt(v) for k, v in spec.regime(settings).items()})
+    for title, metric in spec.descriptors.items():
+        row[title] = _range(trials.get(f"metric.{metric}", pd.Series(dtype=float)))
+    metric_col = f"metric.{family.metric}"
+    values = pd.to_numeric(trials[metric_col], errors="coerce")
+    finite = trials[np.isfinite(values)]
+    best = None if finite.empty else finite.loc[
+        (finite[metric_col].idxmax() if family.mode == "max" else finite[metric_col].idxmin())]
+    row[spec.best] = fmt(best[metric_col]) if best is not None else "-"
+    for title, setting in spec.key_params.items():
+        row[title] = fmt(best[f"setting.{setting}"]) if best is not None else "-"
+    row[f"{family.success.capitalize()} share"] = f"{int((trials['outcome'] == family.success).sum())}/{len(trials)}"
+    row["Trials"] = len(trials)
+    row["Compute (min)"] = fmt(float(trials["time_total_s"].sum()) / 60)
+    row["Key finding"] = key_finding(space, family, trials)
+    return row
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The seeds' pipe-table format."""
+    return table.astype(str).to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
