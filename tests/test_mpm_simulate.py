@@ -9,6 +9,15 @@ from trainables.mpm_inr.simulate import JELLY, LIQUID, SNOW, initial_state, p2g,
 N, STEPS, EVERY = 270, 3000, 250
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one thread is much faster than two on a shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def trajectory():
     """Snapshots of the state every EVERY steps over STEPS steps."""

@@ -10,8 +10,10 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -317,7 +319,7 @@ def build(space: str | Path | SearchSpace, **options: Any) -> tuple[tune.Tuner, 
 def build_tuner(space: str | Path | SearchSpace, **options: Any) -> tune.Tuner:
     """A configured `ray.tune.Tuner` for `space` (same options as `sweep`), open to customization.
 
-    After `fit()`, `finish(results, experiment_path)` writes the regime table, as `sweep` does."""
+    Run it with `fit(tuner)`, then `finish(results, experiment_path, interrupted)` writes the regime table."""
     return build(space, **options)[0]
 
 
@@ -364,20 +366,34 @@ def trials_frame(results: tune.ResultGrid, plan: SweepPlan) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _interrupted(results: tune.ResultGrid) -> bool:
-    """True when fit() returned with trials still pending/running (Ctrl-C, or the driver was stopped)."""
-    return any(t.status not in ("TERMINATED", "ERROR") for t in results._experiment_analysis.trials)
+def _sentinel_sigint(sig: int, frame: Any) -> None:
+    signal.default_int_handler(sig, frame)
 
 
-def finish(results: tune.ResultGrid, experiment_path: str) -> SweepOutcome:
-    """Tabulate a fitted sweep: regime row to results/<space>/<sweep>/ and to the MLflow parent run."""
+def fit(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
+    """`tuner.fit()`, and whether Ctrl-C cut it short. During fit Ray swaps in its own SIGINT handler and,
+    on Ctrl-C, puts back the one it found: finding our sentinel back afterwards means Ray caught one."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _sentinel_sigint) if in_main else None
+    try:
+        results = tuner.fit()
+    finally:
+        caught = in_main and signal.getsignal(signal.SIGINT) is _sentinel_sigint
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    return results, caught
+
+
+def finish(results: tune.ResultGrid, experiment_path: str, interrupted: bool = False) -> SweepOutcome:
+    """Tabulate a fitted sweep: regime row to results/<space>/<sweep>/ and to the MLflow parent run.
+    An interrupted sweep (or one with trials still missing) is left open for `resume`."""
     plan = read_plan(experiment_path)
     family, space = plan.family, plan.search_space
     trials = trials_frame(results, plan)
     row = regime_row(space, family, trials, sweep=plan.name, scale=plan.scale, base=plan.base)
     table = pd.DataFrame([row])
     out = results_dir() / space.name / plan.name
-    interrupted = _interrupted(results)
+    interrupted = interrupted or len(results) < plan.samples
     client = MlflowClient(plan.tracking_uri)
     if not interrupted:
         out.mkdir(parents=True, exist_ok=True)
@@ -406,7 +422,8 @@ def sweep(space: str | Path | SearchSpace, **options: Any) -> SweepOutcome:
     ("tpe"|"random"), priors, scheduler ("asha"|"none"), max_concurrent, seed, name, storage,
     tracking_uri, address. Returns the ResultGrid, the regime table, the trials and the parent run id."""
     tuner, plan = build(space, **options)
-    return finish(tuner.fit(), plan.experiment_path)
+    results, interrupted = fit(tuner)
+    return finish(results, plan.experiment_path, interrupted)
 
 
 def resume(experiment_path: str, address: str | None = None) -> SweepOutcome:
@@ -418,4 +435,5 @@ def resume(experiment_path: str, address: str | None = None) -> SweepOutcome:
         raise TunerInputError(f"resume: {experiment_path} has no restorable Ray Tune state")
     tuner = tune.Tuner.restore(plan.experiment_path, trainable=make_trainable(plan), resume_unfinished=True,
                                resume_errored=True)
-    return finish(tuner.fit(), plan.experiment_path)
+    results, interrupted = fit(tuner)
+    return finish(results, plan.experiment_path, interrupted)

@@ -4,7 +4,8 @@
 - buffers metrics and sends them with `log_batch` (one call per flush, not one per metric);
 - logs the resolved settings once, as params, in one batch;
 - keys child runs by a `tuner.trial_id` tag, so a resumed sweep reuses the run instead of
-  creating a duplicate;
+  creating a duplicate, and never logs a step twice (a trial restarted from an older checkpoint
+  repeats its reports; trials are seeded, so the repeats are the same values);
 - ends each run FINISHED, FAILED (error or diverged) or KILLED with tag `pruned=true`;
 - keeps what it could not send (server down) and sends it at the next flush.
 """
@@ -73,6 +74,7 @@ class MlflowTrialLogger(LoggerCallback):
         self._runs: dict[str, str] | None = None  # trial_id -> run_id
         self._pending: dict[str, list[Metric]] = {}
         self._unsent_ends: dict[str, tuple[str, list[RunTag]]] = {}  # run ends the server did not take yet
+        self._last_step: dict[str, int] = {}  # trial_id -> last step logged
         self._last_flush = 0.0
         self.calls = 0  # requests sent to the tracking store (benchmarks read this)
 
@@ -100,9 +102,12 @@ class MlflowTrialLogger(LoggerCallback):
     # ---- Ray callback hooks ---------------------------------------------------------------------
     def log_trial_start(self, trial: Any) -> None:
         runs = self._known_runs()
-        if trial.trial_id in runs:  # resumed trial: reuse its run, do not log params again
-            self.client.update_run(runs[trial.trial_id], status="RUNNING")
-            self.calls += 1
+        if trial.trial_id in runs:  # resumed trial: reuse its run, no params again, no step twice
+            run_id = runs[trial.trial_id]
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, self.metric)
+            self._last_step[trial.trial_id] = max((m.step for m in history), default=0)
+            self.calls += 2
             return
         run = self.client.create_run(self.experiment_id, run_name=f"{self.run_prefix}-{trial.trial_id}",
                                      tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial.trial_id})
@@ -115,6 +120,9 @@ class MlflowTrialLogger(LoggerCallback):
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         step = int(result.get("training_iteration", iteration))
+        if step <= self._last_step.get(trial.trial_id, 0):  # a restarted trial repeating logged reports
+            return
+        self._last_step[trial.trial_id] = step
         now = int(time.time() * 1000)
         self._pending.setdefault(trial.trial_id, []).extend(
             Metric(k, v, now, step) for k, v in numeric_metrics(result).items())

@@ -43,8 +43,10 @@ class State:
     mass: torch.Tensor
 
 
-def initial_state(n_particles: int, seed: int) -> State:
-    """Spec §1.2: n_particles/9 particles per disc, discs on a 3×3 lattice, 3 discs of each material."""
+def initial_state(n_particles: int, seed: int, device: str | torch.device = "cpu") -> State:
+    """Spec §1.2: n_particles/9 particles per disc, discs on a 3×3 lattice, 3 discs of each material.
+
+    Drawn on the CPU from `seed`, then moved to `device`."""
     if n_particles % N_DISCS:
         raise ValueError(f"n_particles={n_particles} must be a multiple of {N_DISCS}")
     g = torch.Generator().manual_seed(seed)
@@ -59,8 +61,9 @@ def initial_state(n_particles: int, seed: int) -> State:
     eye = torch.eye(2).repeat(n_particles, 1, 1)
     zero = torch.zeros(n_particles, 2, 2)
     mass = P_VOL * torch.tensor(RHO)[material]  # m_p = p_vol·ρ_T
-    return State(x=x, v=velocity, C=zero, F=eye, Jp=torch.ones(n_particles), S=zero.clone(),
-                 material=material, mass=mass)
+    state = State(x=x, v=velocity, C=zero, F=eye, Jp=torch.ones(n_particles), S=zero.clone(),
+                  material=material, mass=mass)
+    return State(**{name: value.to(device) for name, value in vars(state).items()})
 
 
 def stencil(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -70,11 +73,12 @@ def stencil(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     base = torch.floor(x * INV_DX - 0.5)  # base = floor(x·inv_dx − 0.5)
     fx = x * INV_DX - base
     w = torch.stack([0.5 * (1.5 - fx) ** 2, 0.75 - (fx - 1) ** 2, 0.5 * (fx - 0.5) ** 2], 1)  # (N, 3, 2)
-    weight = w[:, OFFSETS[:, 0], 0] * w[:, OFFSETS[:, 1], 1]  # w_ij = w_i,x · w_j,y
-    node = base.long()[:, None, :] + OFFSETS
+    offsets = OFFSETS.to(x.device)
+    weight = w[:, offsets[:, 0], 0] * w[:, offsets[:, 1], 1]  # w_ij = w_i,x · w_j,y
+    node = base.long()[:, None, :] + offsets
     inside = ((node >= 0) & (node < N_GRID)).all(-1)
     flat = (node[..., 0] * N_GRID + node[..., 1]).clamp(0, N_GRID**2 - 1)
-    return flat, weight * inside, OFFSETS - fx[:, None, :]
+    return flat, weight * inside, offsets - fx[:, None, :]
 
 
 def p2g(s: State, flat: torch.Tensor, weight: torch.Tensor, dpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +86,8 @@ def p2g(s: State, flat: torch.Tensor, weight: torch.Tensor, dpos: torch.Tensor) 
     A = s.S + s.mass[:, None, None] * s.C
     affine = torch.einsum("nab,nkb->nka", A, dpos * DX)  # A·(x_i − x_p), x_i − x_p = (offset − fx)·dx
     momentum = weight[..., None] * (s.mass[:, None, None] * s.v[:, None, :] + affine)
-    grid_m = torch.zeros(N_GRID**2).index_add_(0, flat.reshape(-1), (weight * s.mass[:, None]).reshape(-1))
-    grid_mv = torch.zeros(N_GRID**2, 2).index_add_(0, flat.reshape(-1), momentum.reshape(-1, 2))
+    grid_m = s.x.new_zeros(N_GRID**2).index_add_(0, flat.reshape(-1), (weight * s.mass[:, None]).reshape(-1))
+    grid_mv = s.x.new_zeros(N_GRID**2, 2).index_add_(0, flat.reshape(-1), momentum.reshape(-1, 2))
     return grid_m, grid_mv
 
 
@@ -92,7 +96,7 @@ def grid_velocity(grid_m: torch.Tensor, grid_mv: torch.Tensor) -> torch.Tensor:
     has_mass = grid_m > 0
     v = torch.where(has_mass[:, None], grid_mv / grid_m.clamp(min=1e-30)[:, None], 0.0)
     v[:, 1] += torch.where(has_mass, DT * GRAVITY, 0.0)  # nodes with no mass get no gravity
-    idx = torch.arange(N_GRID)
+    idx = torch.arange(N_GRID, device=v.device)
     i, j = idx.repeat_interleave(N_GRID), idx.repeat(N_GRID)  # node (i, j) at flat index i·n_grid + j
     for axis, k in ((0, i), (1, j)):
         low, high = k < 3, k > N_GRID - 3
@@ -106,7 +110,7 @@ def grid_velocity(grid_m: torch.Tensor, grid_mv: torch.Tensor) -> torch.Tensor:
 def step(s: State) -> State:
     """One MLS-MPM step in the order of spec §1.3."""
     n = s.x.shape[0]
-    eye = torch.eye(2).expand(n, 2, 2)
+    eye = torch.eye(2, device=s.x.device).expand(n, 2, 2)
     liquid, jelly, snow = (s.material == m for m in (LIQUID, JELLY, SNOW))
 
     F = (eye + DT * s.C) @ s.F  # 1. F ← (I + dt·C)·F

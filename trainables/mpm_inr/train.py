@@ -81,7 +81,9 @@ def predict_all(model: Siren, s: MpmInrSettings, pos: torch.Tensor, n_comp: int)
 
 
 def run(s: MpmInrSettings, session: Session) -> None:
-    """Fit, report `n_reports` times with a resumable checkpoint, and resume from `session.checkpoint`."""
+    """Fit, report `n_reports` times with a resumable checkpoint, and resume from `session.checkpoint`.
+
+    `loss` is the mean training MSE since the previous report (in z-scored units with normalize_targets)."""
     device = pick_device(s.device)
     pos_np, gt = load_data(s)
     T, N, n_comp = gt.shape
@@ -108,9 +110,6 @@ def run(s: MpmInrSettings, session: Session) -> None:
         sampler.set_state(state["sampler"])
         step, elapsed = state["step"], state["elapsed"]
 
-    def evaluate() -> torch.Tensor:
-        return (predict_all(model, s, pos, n_comp) * std_t + mean_t).cpu()
-
     report_steps = {s.total_steps * i // s.n_reports for i in range(1, s.n_reports + 1)}
     loss_sum, n_sum = torch.zeros((), device=device), 0
     start = time.perf_counter()
@@ -133,7 +132,7 @@ def run(s: MpmInrSettings, session: Session) -> None:
             return
         if step not in report_steps:
             continue
-        pred = evaluate().numpy()
+        pred = (predict_all(model, s, pos, n_comp) * std_t + mean_t).cpu().numpy()  # raw units
         metrics = {"step": step, "loss": mean_loss, "final_r2": linear_fit(gt, pred)[2], "diverged": 0.0}
         if step == s.total_steps:
             metrics |= fit_metrics(gt, pred)

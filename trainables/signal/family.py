@@ -66,7 +66,8 @@ class SignalSettings(BaseModel):
         if self.low_rank > self.n_neurons:
             raise ValueError(f"low_rank ({self.low_rank}) must be <= n_neurons ({self.n_neurons})")
         if self.n_rollout_frames > self.n_frames + 1:
-            raise ValueError(f"n_rollout_frames ({self.n_rollout_frames}) must be <= n_frames + 1 ({self.n_frames + 1})")
+            raise ValueError(f"n_rollout_frames ({self.n_rollout_frames}) must be <= n_frames + 1 "
+                             f"({self.n_frames + 1})")
         total = self.n_epochs * steps_per_epoch(self)
         if total < self.n_reports:
             raise ValueError(f"n_epochs * int((n_frames * data_augmentation_loop // batch_size) * 0.2) = {total} "

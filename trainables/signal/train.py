@@ -156,8 +156,9 @@ def run(s: SignalSettings, session: Session) -> None:
         loss, prediction_loss = step_loss(model, u_batch, target, delta, coeff_l1, coeff_diff, s.coeff_lin_phi_zero)
         value = prediction_loss.item()
         if not math.isfinite(value) or not math.isfinite(loss.item()):   # diverged: a normal outcome
-            session.report({"loss": value / n, "connectivity_R2": math.nan, **descriptors, "test_R2": math.nan,
-                            "test_pearson": math.nan, "cluster_accuracy": math.nan, "final_loss": math.nan,
+            nan_metrics = dict.fromkeys(["connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy",
+                                         "final_loss"], math.nan)
+            session.report({"loss": value / n, "step": float(state["step"]), **nan_metrics, **descriptors,
                             "training_time_min": state["train_seconds"] / 60, "diverged": 1.0})
             return
         optimizer.zero_grad(set_to_none=True)
