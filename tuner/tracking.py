@@ -75,7 +75,7 @@ class MlflowTrialLogger(LoggerCallback):
         self._pending: dict[str, list[Metric]] = {}
         self._unsent_ends: dict[str, tuple[str, list[RunTag]]] = {}  # run ends the server did not take yet
         self._last_step: dict[str, int] = {}  # trial_id -> last step logged
-        self._last_flush = 0.0
+        self._last_flush = time.monotonic()
         self.calls = 0  # requests sent to the tracking store (benchmarks read this)
 
     def __getstate__(self) -> dict[str, Any]:  # the client holds a DB engine / HTTP session: not picklable

@@ -1,0 +1,132 @@
+"""Settings validation, the trainer (spec §4) and the single-run entry point of the signal family."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from trainables.signal.family import FAMILY, SignalSettings, regime
+from trainables.signal.train import CHECKPOINT_FILE, loss_coefficients, pick_device, steps_per_epoch
+from tuner.family import families
+from tuner.settings import TunerInputError, validate_settings
+from tuner.single_run import main
+
+TINY = {"n_neurons": 30, "n_frames": 1000, "data_augmentation_loop": 10, "n_rollout_frames": 200, "n_reports": 5}
+FINAL = {"connectivity_R2", "test_R2", "test_pearson", "eff_rank_90", "eff_rank_99", "spectral_radius",
+         "cluster_accuracy", "final_loss", "training_time_min", "diverged", "loss"}
+
+
+class Interrupted(Exception):
+    pass
+
+
+class Recorder:
+    """A Session that keeps every report and checkpoint, and can stop the run after some reports."""
+
+    def __init__(self, folder, checkpoint=None, stop_after=None):
+        self.folder, self.checkpoint, self.stop_after = folder, checkpoint, stop_after
+        self.history, self.saved = [], []
+
+    def report(self, metrics, save=None):
+        self.history.append(dict(metrics))
+        if save is not None:
+            self.saved.append(self.folder / f"report{len(self.history)}")
+            self.saved[-1].mkdir(parents=True)
+            save(self.saved[-1])
+        if len(self.history) == self.stop_after:
+            raise Interrupted
+
+
+def train(folder, checkpoint=None, stop_after=None, **overrides):
+    session = Recorder(folder, checkpoint, stop_after)
+    FAMILY.run(validate_settings(SignalSettings, {**TINY, **overrides}), session)
+    return session
+
+
+def final_w(session):
+    return torch.load(session.saved[-1] / CHECKPOINT_FILE, weights_only=True)["model"]["W"]
+
+
+@pytest.mark.parametrize("values, named", [
+    ({"connectivity_type": "ring"}, "connectivity_type"),
+    ({"Dale_law_factor": 1.5}, "Dale_law_factor"),
+    ({"connectivity_rank": 200}, "n_neurons"),
+    ({"low_rank": 200}, "low_rank"),
+    ({"n_frames": 0}, "n_frames"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"n_types": 3}, "n_types"),
+    ({"device": "tpu"}, "device"),
+    ({"lr_W": -1}, "lr_W"),
+    ({"n_neuronz": 5}, "n_neuronz"),
+    ({"n_rollout_frames": 20000}, "n_rollout_frames"),
+    ({"data_augmentation_loop": 1, "n_frames": 100, "n_reports": 50}, "n_reports"),
+])
+def test_bad_settings_name_the_field(values, named):
+    with pytest.raises(TunerInputError, match=named):
+        validate_settings(SignalSettings, values)
+    if "connectivity_rank" in values:
+        with pytest.raises(TunerInputError, match="connectivity_rank"):
+            validate_settings(SignalSettings, values)
+
+
+def test_family_registration_and_regime_columns():
+    assert families()["signal"] is FAMILY
+    defaults = SignalSettings().model_dump()
+    assert regime(defaults) == {"Regime": "chaotic, Dale=False", "E/I": "-", "n_frames": 10000, "n_neurons": 100,
+                                "n_types": 1}
+    row = regime({**defaults, "connectivity_type": "low_rank", "Dale_law": True, "connectivity_filling_factor": 0.8,
+                  "n_types": 4, "gain": 3.0, "noise_model_level": 0.5})
+    assert row["Regime"] == "low_rank=20, Dale=True, fill=0.8, types=4, g=3, noise=0.5" and row["E/I"] == 0.5
+
+
+def test_schedule_helpers():
+    big = SignalSettings.model_construct(n_frames=100000, data_augmentation_loop=50, batch_size=8)
+    assert steps_per_epoch(big) == 125000  # the paper checkpoint names
+    two_phase = SignalSettings(n_epochs=3, n_epochs_init=1, first_coeff_L1=0.0, coeff_W_L1=1e-5)
+    assert loss_coefficients(two_phase, 0) == (0.0, 100.0) and loss_coefficients(two_phase, 1) == (1e-5, 0.0)
+    assert loss_coefficients(SignalSettings(), 0) == (1e-5, 100.0)
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_short_run_lowers_the_loss_and_reports_everything(tmp_path):
+    session = train(tmp_path, lr_W=1e-2)
+    losses = [r["loss"] for r in session.history]
+    assert len(session.history) == 5 and losses[-1] < 0.7 * losses[0]
+    assert [r["step"] for r in session.history] == [50, 100, 150, 200, 250]  # Niter = int((1000*10 // 8)*0.2)
+    final = session.history[-1]
+    assert FINAL <= final.keys() and final["diverged"] == 0.0
+    assert all(math.isfinite(final[k]) for k in FINAL) and -1 <= final["connectivity_R2"] <= 1
+    assert len(session.saved) == 5 and (session.saved[0] / CHECKPOINT_FILE).exists()
+
+
+def test_resume_continues_exactly(tmp_path):
+    settings = {"n_epochs": 2, "n_reports": 3, "n_epochs_init": 1, "lr_W": 1e-2}  # crosses the phase/epoch switch
+    whole = train(tmp_path / "whole", **settings)
+    with pytest.raises(Interrupted):
+        train(tmp_path / "part", stop_after=1, **settings)
+    resumed = train(tmp_path / "resumed", checkpoint=tmp_path / "part" / "report1", **settings)
+    assert len(resumed.history) == 2
+    assert torch.equal(final_w(whole), final_w(resumed))
+    for key in ("loss", "connectivity_R2", "final_loss", "test_R2"):
+        assert whole.history[-1][key] == resumed.history[-1][key]
+
+
+def test_divergence_is_reported_once_and_returns(tmp_path):
+    session = train(tmp_path, lr_W=1e35)
+    assert len(session.history) == 1 and session.saved == []
+    report = session.history[0]
+    assert report["diverged"] == 1.0 and math.isnan(report["connectivity_R2"]) and not math.isfinite(report["loss"])
+    assert FINAL <= report.keys() and FAMILY.classify(report) == "failed"
+
+
+def test_single_run_cli(tmp_path, capsys):
+    sets = [f"{k}={v}" for k, v in {**TINY, "n_reports": 2, "device": "cpu"}.items()]
+    assert main(FAMILY, ["--set", *sets, "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "connectivity_R2: " in out and "outcome: " in out
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert FINAL <= written["metrics"].keys() and written["settings"]["n_neurons"] == 30
+    assert main(FAMILY, ["--set", "connectivity_type=ring", "--out", str(tmp_path / "bad")]) == 2
+    assert "connectivity_type" in capsys.readouterr().err
