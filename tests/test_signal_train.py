@@ -60,7 +60,7 @@ def final_w(session):
     ({"lr_W": -1}, "lr_W"),
     ({"n_neuronz": 5}, "n_neuronz"),
     ({"n_rollout_frames": 20000}, "n_rollout_frames"),
-    ({"data_augmentation_loop": 1, "n_frames": 100, "n_reports": 50}, "n_reports"),
+    ({"data_augmentation_loop": 1, "n_frames": 100, "n_rollout_frames": 50, "n_reports": 50}, "n_reports"),
 ])
 def test_bad_settings_name_the_field(values, named):
     with pytest.raises(TunerInputError, match=named):
