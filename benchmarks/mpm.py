@@ -12,6 +12,7 @@ import torch
 
 from trainables.mpm_inr.model import Siren
 from trainables.mpm_inr.simulate import initial_state, step
+from trainables.mpm_inr.train import pick_device
 
 
 def sync(device: torch.device) -> None:
@@ -33,7 +34,8 @@ def sim_steps_per_s(n_particles: int, n_steps: int, device: torch.device) -> flo
     return n_steps / (time.perf_counter() - t0)
 
 
-def train_steps_per_s(hidden_dim: int, n_layers: int, n_points: int, n_steps: int, device: torch.device) -> tuple[float, int]:
+def train_steps_per_s(hidden_dim: int, n_layers: int, n_points: int, n_steps: int,
+                      device: torch.device) -> tuple[float, int]:
     """(steps/s, parameter count) of one SIREN siren_txy training step (fwd, bwd, clip, Adam, cosine) on n_points."""
     model = Siren(3, 4, hidden_dim, n_layers, omega=10.0, seed=0).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -65,8 +67,7 @@ def main() -> None:
     parser.add_argument("--sim-steps", type=int, default=50)
     parser.add_argument("--train-steps", type=int, default=3)
     args = parser.parse_args()
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {device} ({name}), torch {torch.__version__}")
     rate = sim_steps_per_s(args.particles, args.sim_steps, device)

@@ -1,4 +1,5 @@
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -16,7 +17,6 @@ def _build(counter):
 
 
 def _ask(counter, cache_dir, out):
-    import os
     os.environ["TUNER_CACHE_DIR"] = cache_dir
     arrays = cached_arrays("test", {"a": 1, "b": [1, 2]}, _build(counter))
     np.savez(out, **arrays)

@@ -55,12 +55,14 @@ def test_window_bounds():
     assert train.window_bounds(10000, 100) == (4950, 5050)
 
 
-def test_data_subset_and_cache():
+def test_data_subset_and_cache(monkeypatch):
     s = validate_settings(FAMILY.settings, TINY | {"field": "C"})
     pos, gt = train.load_data(s)
     assert pos.shape == (20, 63, 2) and gt.shape == (20, 63, 4)
-    pos2, gt2 = train.load_data(s)
+    monkeypatch.setattr(train, "simulate_window", None)  # a second trial reads the cached window
+    pos2, gt2 = train.load_data(validate_settings(FAMILY.settings, TINY | {"field": "C", "lr": 1.0}))
     np.testing.assert_array_equal(gt, gt2)
+    np.testing.assert_array_equal(pos, pos2)
 
 
 def test_short_fit_lowers_the_loss(tmp_path):

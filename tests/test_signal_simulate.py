@@ -6,8 +6,8 @@ import pytest
 from trainables.signal import simulate as simulate_module
 from trainables.signal.family import SignalSettings
 from trainables.signal.metrics import spectral_radius
-from trainables.signal.simulate import (DT, SIMULATION_SETTINGS, connectivity, derivative, load_or_simulate,
-                                        neuron_params, neuron_types, simulate)
+from trainables.signal.simulate import (DT, SIMULATION_SETTINGS, connectivity, derivative, integrate,
+                                        load_or_simulate, neuron_params, neuron_types, simulate)
 
 SMALL = SignalSettings(n_neurons=30, n_frames=300, connectivity_rank=5, n_rollout_frames=100).model_dump()
 
@@ -56,7 +56,8 @@ def test_types_and_parameter_rows():
     assert types.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 3]  # contiguous blocks, remainder to the last type
     params = neuron_params(types, 4, gain=3.0, self_coupling=None)
     assert params[:, 2].tolist() == [3.0] * 10  # gain overrides g for all types
-    assert params[[0, 2, 4, 6]].tolist() == [[1, 0, 3, 0, 1, 0], [1, 0, 3, 1, 1, 0], [2, 0, 3, 1, 1, 0], [2, 0, 3, 2, 1, 0]]
+    assert params[[0, 2, 4, 6]].tolist() == [[1, 0, 3, 0, 1, 0], [1, 0, 3, 1, 1, 0],
+                                             [2, 0, 3, 1, 1, 0], [2, 0, 3, 2, 1, 0]]
     assert neuron_params(np.zeros(3, int), 1, 7.0, 2.0).tolist() == [[1, 0, 7, 2, 1, 0]] * 3
 
 
@@ -67,6 +68,8 @@ def test_stored_derivative_is_exact_and_euler_consistent():
     np.testing.assert_allclose(du, derivative(u.astype(np.float64), data["W"], data["params"]), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(u[1:], u[:-1] + DT * du[:-1], rtol=1e-5, atol=1e-4)  # u <- u + dt du/dt, no noise
     assert data["eff_rank_90"] <= data["eff_rank_99"] <= 30
+    resimulated, _ = integrate(u[0], data["W"], data["params"], 300)  # the test rollout's ground truth
+    np.testing.assert_array_equal(resimulated, u)
     assert data["spectral_radius"] == pytest.approx(spectral_radius(data["W"]))
 
 

@@ -22,7 +22,8 @@ class MpmInrSettings(BaseModel):
                          "C APIC affine velocity, S stress (4 components except Jp)")
     inr_type: Literal["siren_txy", "siren_t"] = Field(
         "siren_txy", description="siren_txy: (t, x, y) -> one particle's field; siren_t: t -> all particles at once")
-    n_training_frames: int = Field(400, ge=7, description="window length T (frames n_frames//2 - T//2 ... + T)")
+    n_training_frames: int = Field(400, ge=7, description="window length T (frames n_frames//2 - T//2 ... + T); "
+                                                         ">= 7 for the 7x7 SSIM window")
     n_frames: int = Field(10000, ge=7, description="simulated run length whose centre the window is cut from "
                                                    "(one step of dt 7.5e-5 per frame)")
     sim_particles: int = Field(9000, ge=9, multiple_of=9, description="particles simulated (9 discs)")
@@ -40,7 +41,7 @@ class MpmInrSettings(BaseModel):
                                                        "(metrics use predictions mapped back); off = reference recipe")
     train_seed: int = Field(0, description="seed of the network initialisation and the frame order")
     n_reports: int = Field(10, ge=1, description="progress reports (R² on all training frames) per run")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto | cpu | cuda; auto = CUDA when available")
 
     @model_validator(mode="after")
     def _consistent(self) -> MpmInrSettings:

@@ -24,7 +24,7 @@ def linear_fit(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
 
 
 def kinograph_r2(gt: np.ndarray, corrected: np.ndarray) -> float:
-    """Mean over components and frames t of 1 − Σ_p(G − P)² / Σ_p(G − mean_p G)², 0 for a constant GT frame."""
+    """Mean over components and frames t of 1 − Σ_p(G − P)² / Σ_p(G − mean_p G)² (0 for a constant GT frame)."""
     g, p = gt.astype(np.float64), corrected.astype(np.float64)
     ss_res = ((g - p) ** 2).sum(1)  # (T, n_comp)
     ss_tot = ((g - g.mean(1, keepdims=True)) ** 2).sum(1)

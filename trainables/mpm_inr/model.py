@@ -16,7 +16,8 @@ class SineLayer(nn.Module):
         self.omega = omega
         self.linear = nn.Linear(d_in, d_out)
         nn.init.uniform_(self.linear.weight, -weight_bound, weight_bound, generator=generator)
-        nn.init.uniform_(self.linear.bias, -1 / math.sqrt(d_in), 1 / math.sqrt(d_in), generator=generator)  # torch default
+        bias_bound = 1 / math.sqrt(d_in)  # torch's default bias init
+        nn.init.uniform_(self.linear.bias, -bias_bound, bias_bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sin(self.omega * self.linear(x))

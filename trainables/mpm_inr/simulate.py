@@ -82,7 +82,7 @@ def stencil(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def p2g(s: State, flat: torch.Tensor, weight: torch.Tensor, dpos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grid mass m_i = Σ w·m_p and momentum Σ w·(m_p·v_p + A·(x_i − x_p)), A = S + m_p·C; shapes (G,), (G, 2)."""
+    """Grid mass m_i = Σ w·m_p (G,) and momentum Σ w·(m_p·v_p + A·(x_i − x_p)) (G, 2), with A = S + m_p·C."""
     A = s.S + s.mass[:, None, None] * s.C
     affine = torch.einsum("nab,nkb->nka", A, dpos * DX)  # A·(x_i − x_p), x_i − x_p = (offset − fx)·dx
     momentum = weight[..., None] * (s.mass[:, None, None] * s.v[:, None, :] + affine)

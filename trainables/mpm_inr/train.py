@@ -39,7 +39,8 @@ def window_bounds(n_frames: int, n_training_frames: int) -> tuple[int, int]:
 def load_data(s: MpmInrSettings) -> tuple[np.ndarray, np.ndarray]:
     """Positions (T, N, 2) and field values (T, N, n_comp) of the fitted particle subset.
 
-    The simulated window is cached on disk (tuner.cache) under the simulation settings and seed; the subset is a
+    The window is simulated on the CPU (deterministic) and cached on disk (tuner.cache) under the simulation
+    settings and seed, so trials with other training settings reuse it; the subset is a
     fixed random choice of `n_particles` particles, drawn from `sim_seed`, the same in every frame."""
     start, stop = window_bounds(s.n_frames, s.n_training_frames)
     key = {"simulator": SIMULATOR, "sim_particles": s.sim_particles, "sim_seed": s.sim_seed,
@@ -50,7 +51,7 @@ def load_data(s: MpmInrSettings) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pick_device(name: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU."""
+    """CUDA for "auto" when available, else CPU; "cuda" without CUDA is an error."""
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but CUDA is not available; use device=auto or cpu")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
@@ -103,7 +104,7 @@ def run(s: MpmInrSettings, session: Session) -> None:
     sampler = torch.Generator().manual_seed(s.train_seed)  # frame order
     step, elapsed = 0, 0.0
     if session.checkpoint is not None:
-        state = torch.load(Path(session.checkpoint) / "state.pt", map_location=device, weights_only=True)
+        state = torch.load(Path(session.checkpoint) / "state.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -30,7 +30,7 @@ TYPE_PARAMS = {
 SIMULATION_SETTINGS = ("n_neurons", "n_frames", "connectivity_type", "connectivity_rank", "Dale_law",
                        "Dale_law_factor", "connectivity_filling_factor", "n_types", "gain", "self_coupling",
                        "noise_model_level", "sim_seed")
-CACHE_VERSION = 1  # bump when the generated data changes for the same settings
+CACHE_VERSION = 2  # bump when the generated data changes for the same settings
 
 
 def connectivity(n: int, kind: str, rank: int, dale: bool, dale_factor: float, fill: float,
@@ -77,7 +77,7 @@ def integrate(u0: np.ndarray, w: np.ndarray, params: np.ndarray, n_steps: int, n
     """Euler from u0 for n_steps: states u (n_steps+1, N) and exact drifts du/dt at them (no noise), float32."""
     u_all = np.empty((n_steps + 1, len(u0)), dtype=np.float32)
     du_all = np.empty_like(u_all)
-    u = np.asarray(u0, dtype=np.float64)
+    u, w = np.asarray(u0, dtype=np.float64), np.asarray(w, dtype=np.float64)
     for t in range(n_steps + 1):
         du = derivative(u, w, params)
         u_all[t], du_all[t] = u, du
@@ -98,7 +98,8 @@ def simulate(n_neurons: int, n_frames: int, connectivity_type: str, connectivity
     params = neuron_params(types, n_types, gain, self_coupling)
     u0 = 5 * rng.standard_normal(n_neurons)                               # u_i(0) ~ N(0, 5^2)
     warm, _ = integrate(u0, w, params, WARMUP_STEPS, noise_model_level, rng)
-    u, du = integrate(warm[-1], w, params, n_frames, noise_model_level, rng)
+    u, du = integrate(warm[-1], w, params, n_frames, noise_model_level, rng)  # from the stored float32 state,
+                                                                          # so re-simulating from u[0] matches
     return {
         "u": u, "du": du, "W": w, "types": types, "params": params,
         "spectral_radius": np.float64(spectral_radius(w)),               # rho(W), without the gain
