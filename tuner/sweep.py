@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +72,11 @@ class SweepPlan:
     parent_run_id: str = ""
     experiment_id: str = ""
 
-    @property
+    @cached_property
     def search_space(self) -> SearchSpace:
         return SearchSpace.model_validate(self.space)
 
-    @property
+    @cached_property
     def family(self) -> Family:
         return get_family(self.space["family"])
 
@@ -83,7 +84,7 @@ class SweepPlan:
     def experiment_path(self) -> str:
         return f"{self.storage.rstrip('/')}/{self.name}"
 
-    @property
+    @cached_property
     def max_reports(self) -> int:
         return int(self.family.settings.model_validate(self.resolve(self.search_space.prior_centers())).n_reports)
 
