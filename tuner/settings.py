@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -57,7 +57,10 @@ def describe_schema(schema: type[BaseModel]) -> str:
     """A `--help` listing: every setting with its type, default and description."""
     rows = []
     for name, f in schema.model_fields.items():
-        ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+        if get_origin(f.annotation) is Literal:
+            ann = " | ".join(repr(choice) for choice in get_args(f.annotation))
+        else:
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
         doc = f" — {f.description}" if f.description else ""
         rows.append(f"  {name} ({ann}) = {f.default!r}{doc}")
     return "\n".join(rows)
