@@ -52,3 +52,19 @@ def test_two_processes_build_once(tmp_path):
     with np.load(outs[0]) as a, np.load(outs[1]) as b:
         for name in ("x", "y"):
             np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_each_node_regenerates_the_same_data(tmp_path, monkeypatch):
+    """Cluster nodes do not share a cache: each builds its own, and the same key gives the same arrays."""
+    from trainables.signal.family import SignalSettings
+    from trainables.signal.simulate import load_or_simulate
+
+    settings = SignalSettings().model_dump() | {"n_neurons": 20, "n_frames": 300, "noise_model_level": 0.1}
+    built = []
+    for node in ("node1", "node2"):
+        monkeypatch.setenv("TUNER_CACHE_DIR", str(tmp_path / node))
+        built.append(load_or_simulate(settings))
+        assert len(list((tmp_path / node / "signal").glob("*.npz"))) == 1
+    assert built[0].keys() == built[1].keys()
+    for name in built[0]:
+        np.testing.assert_array_equal(built[0][name], built[1][name])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tuner.settings import TunerInputError
 from tuner.space import evaluate, load_space, space_files
 
 SIGNAL_BLOCKS = set(range(1, 11))
+MPM_REGIMES = {("F", 200), ("F", 400), ("Jp", 400), ("C", 400), ("S", 400), ("F", 600), ("Jp", 600), ("C", 600)}
 
 
 def test_every_shipped_space_validates() -> None:
@@ -49,8 +51,29 @@ def test_derived_ratio() -> None:
     assert evaluate("2 * a ** 2 - b / 4", {"a": 3, "b": 8}) == 16
 
 
-def _broken(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load(space_files()["chaotic_10k"].read_text())
+def test_mpm_inr_has_one_space_per_seed_regime() -> None:
+    regimes = {(s.fixed["field"], s.fixed["n_training_frames"]) for s in map(load_space, space_files().values())
+               if s.family == "mpm_inr"}
+    assert regimes == MPM_REGIMES
+
+
+def test_scale_params_move_warm_starts_into_their_range() -> None:
+    space = load_space("s_field_400f")
+    full, cpu = space.at_scale("full"), space.at_scale("cpu")
+    assert full.warm_starts == space.warm_starts  # the full scale searches the seed's ranges
+    assert cpu.params["hidden_dim"].high == 256 and cpu.params["lr"] == space.params["lr"]
+    ws = cpu.warm_starts[0].params
+    assert 96 <= ws["hidden_dim"] <= 256 and 25 <= ws["steps_per_frame"] <= 100
+    u = math.log(1280 / 512) / math.log(2048 / 512)  # 1280's place in the full range [512, 2048], log units
+    assert ws["hidden_dim"] == round(96 * (256 / 96) ** u)  # ... kept in the cpu range [96, 256]
+    assert (ws["lr"], ws["omega"], ws["n_layers"]) == (2.0e-5, 55, 3)  # regime params untouched
+    settings = space.resolve(space.base_settings("cpu"), ws, get_family("mpm_inr"))
+    assert settings["total_steps"] == ws["steps_per_frame"] * 400
+    assert space.pin({"hidden_dim": 1280}).at_scale("cpu").params.get("hidden_dim") is None  # a pin wins
+
+
+def _broken(tmp_path: Path, edit, name: str = "chaotic_10k") -> Path:
+    data = yaml.safe_load(space_files()[name].read_text())
     edit(data)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -70,6 +93,22 @@ def _broken(tmp_path: Path, edit) -> Path:
 ])
 def test_malformed_space_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
     path = _broken(tmp_path, edit)
+    with pytest.raises(TunerInputError) as err:
+        load_space(path)
+    assert str(path) in str(err.value) and field in str(err.value)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["scales"]["cpu"]["params"].update(lr={"type": "float", "low": 1e-5, "high": 1e-4}),
+     "scales.cpu.params.lr"),                                                             # sets a regime setting
+    (lambda d: d["scales"]["cpu"]["params"].update(hidden_dim={"type": "float", "low": 8, "high": 16}),
+     "scales.cpu.params.hidden_dim"),                                                     # changes the type
+    (lambda d: d["scales"]["cpu"]["params"].update(width={"type": "int", "low": 8, "high": 16}),
+     "scales.cpu.params.width"),                                                          # not a parameter
+    (lambda d: d["scales"]["cpu"]["params"]["steps_per_frame"].update(low=200), "scales.cpu.params.steps_per_frame"),
+])
+def test_malformed_scale_params_name_file_and_field(tmp_path: Path, edit, field: str) -> None:
+    path = _broken(tmp_path, edit, "f_field_400f")
     with pytest.raises(TunerInputError) as err:
         load_space(path)
     assert str(path) in str(err.value) and field in str(err.value)

@@ -54,10 +54,14 @@ def test_smoke_sweep_parent_children_pruning_and_table(results, capsys) -> None:
     # the warm start ran first, and the seed's columns are in the one-row regime table
     first = out.trials.iloc[0]
     assert first["param.lr_W_ratio"] == 80 and first["param.batch_size"] == 32
+    # both slots start within ~0.1 s, so "first" means among the first max_concurrent trials to start
+    first_started = sorted(children, key=lambda c: c.info.start_time)[:2]
+    assert 80 in {float(c.data.params["tuned.lr_W_ratio"]) for c in first_started}
     assert len(out.table) == 1 and all(c in out.table.columns for c in SEED_COLUMNS)
     assert out.table_path.exists() and out.table_path.with_suffix(".parquet").exists()
     artifacts = {a.path for a in client.list_artifacts(out.parent_run_id)}
     assert {"regime_row.json", "regime_table.md"} <= artifacts
+    assert (results / "mlartifacts" / "signal").is_dir()  # artifacts beside the sqlite store, not in ./mlruns
 
     assert cli(["table", "--family", "signal"]) == 0
     printed = capsys.readouterr().out

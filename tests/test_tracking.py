@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,7 +57,10 @@ def test_batched_resumed_and_retried(store) -> None:
         trial.last_result = _result(step)
         second.log_trial_result(step, trial, _result(step))
     assert not second.flush()  # kept, not lost
-    second.log_trial_end(trial)  # flushes again, now the server is back
+    calls = second.calls
+    second.log_trial_end(trial)  # backing off: buffered, no request
+    assert second.calls == calls and second.unsent > 0
+    assert second.flush()  # the server is back
 
     runs = [r for r in client.search_runs([exp]) if r.data.tags.get("mlflow.parentRunId") == parent]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -65,3 +69,39 @@ def test_batched_resumed_and_retried(store) -> None:
         steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, name)]
         assert sorted(steps) == list(range(1, REPORTS + 1))  # complete, none doubled
     assert "pid" not in runs[0].data.metrics and "time_total_s" not in runs[0].data.metrics
+
+
+def _history(client: MlflowClient, exp: str, parent: str, name: str = "m0") -> list[list[int]]:
+    runs = [r for r in client.search_runs([exp]) if r.data.tags.get("mlflow.parentRunId") == parent]
+    return [[m.step for m in client.get_metric_history(r.info.run_id, name)] for r in runs]
+
+
+def test_killed_driver_loses_nothing_and_doubles_nothing(store) -> None:
+    """The buffer rides in Ray's experiment state: a driver killed while the server is down resends it."""
+    uri, client, exp, parent = store
+    trial = SimpleNamespace(trial_id="abc", config={"lr": 0.1}, last_result={})
+    first = _logger(uri, exp, parent)
+    first.log_trial_start(trial)
+    first.client.log_batch = lambda *a, **k: (_ for _ in ()).throw(ConnectionError("server down"))
+    for step in range(1, 6):
+        first.log_trial_result(step, trial, _result(step))
+    assert not first.flush()
+    snapshot = pickle.loads(pickle.dumps(first.get_state()))  # saved with the experiment, then SIGKILL
+
+    # the new driver restores the snapshot; the trial restarts from its checkpoint at step 3
+    second = _logger(uri, exp, parent)
+    second.set_state(snapshot)
+    second.log_trial_start(trial)
+    for step in range(4, REPORTS + 1):
+        trial.last_result = _result(step)
+        second.log_trial_result(step, trial, _result(step))
+    second.log_trial_end(trial)
+    assert second.flush() and second.unsent == 0
+    assert _history(client, exp, parent) == [list(range(1, REPORTS + 1))]
+
+    # a stale snapshot (taken before data that was then sent) is sent again: stored once
+    third = _logger(uri, exp, parent)
+    third.set_state(snapshot)
+    assert third.flush()
+    assert _history(client, exp, parent) == [list(range(1, REPORTS + 1))]
+    assert _history(client, exp, parent, f"m{METRICS - 1}") == [list(range(1, REPORTS + 1))]

@@ -98,7 +98,7 @@ def _show(name: str) -> None:
     for title, key in (("fixed regime", "fixed"), ("parameters and priors", "params"), ("derived", "derived"),
                        ("warm starts", "warm_starts"), ("scales", "scales"), ("scheduler", "scheduler")):
         print(f"\n{title}:")
-        print(yaml.safe_dump(data[key], sort_keys=False, default_flow_style=None).rstrip())
+        print(yaml.safe_dump(data[key], sort_keys=False, default_flow_style=None, allow_unicode=True).rstrip())
     print("\nprinciples:")
     for p in space.principles:
         print(f"  - {p.text}  [{p.source}]")

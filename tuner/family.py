@@ -54,16 +54,20 @@ class Resources:
 class RegimeTable:
     """How a sweep becomes one row of the family's regime comparison table.
 
-    regime:      resolved settings -> the leading columns (e.g. Regime, E/I, n_frames)
-    descriptors: column title -> metric describing the data, shown as a min-max range over trials
-    best:        column title of the primary metric's best value
-    key_params:  column title -> setting whose value in the best trial is shown
+    regime:       resolved settings -> the leading columns (e.g. Regime, E/I, n_frames)
+    descriptors:  column title -> metric describing the data, shown as a min-max range over trials
+    best:         column title of the primary metric's best value
+    key_params:   column title -> setting whose value in the best trial is shown
+    best_metrics: column title -> other metric of the best trial (e.g. slope, training time)
+
+    Column order: regime, descriptors, best, best_metrics, key_params, then the generic columns.
     """
 
     regime: Callable[[Mapping[str, Any]], dict[str, Any]]
     descriptors: Mapping[str, str]
     best: str
     key_params: Mapping[str, str]
+    best_metrics: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,13 @@ A space file holds the family, the fixed regime settings, the tunable parameters
 priors, derived parameters, warm starts, the principles they come from, the scales (cost knobs
 only) and the scheduler settings. `load_space(name)` finds `search_spaces/<family>/<name>.yaml`
 (or a path), validates it and returns a `SearchSpace`.
+
+A scale changes cost knobs only: fixed values in ``settings``, and, in ``params``, a new range and
+prior for a tunable parameter whose settings are all cost knobs (itself, or the derived settings
+whose expressions use it), e.g. a narrower network width or a smaller steps-per-frame budget on a
+CPU. `SearchSpace.at_scale(scale)` is the space searched at that scale: its parameters replace the
+base ones (same type), and each warm start, recorded at the seed's scale, keeps its relative position
+in the range (in log units for log-scaled parameters), so a seed's widest net stays the widest.
 """
 
 from __future__ import annotations
@@ -109,6 +116,7 @@ class Source(_Strict):
 
 class Scale(_Strict):
     settings: dict[str, Any] = {}  # cost knobs only
+    params: dict[str, Param] = {}  # range and prior, at this scale, of tunable parameters that set cost knobs only
     samples: int = Field(default=8, ge=1)
 
 
@@ -152,6 +160,16 @@ class SearchSpace(_Strict):
                 values[key] = evaluate(expr, values)
         return {k: v for k, v in values.items() if k in family.settings.model_fields}
 
+    def at_scale(self, scale: str) -> SearchSpace:
+        """The space searched at `scale`: the scale's parameter ranges, warm starts moved into them."""
+        scaled = {k: p for k, p in self.scales[scale].params.items() if k in self.params}  # not pinned
+        if not scaled:
+            return self
+        params = {**self.params, **scaled}
+        warm = [w.model_copy(update={"params": {k: _move(self.params[k], params[k], v) for k, v in w.params.items()}})
+                for w in self.warm_starts]
+        return self.model_copy(update={"params": params, "warm_starts": warm})
+
     def prior_centers(self) -> dict[str, Any]:
         """The most likely configuration under the priors (a check that priors resolve to valid settings)."""
         out: dict[str, Any] = {}
@@ -194,6 +212,15 @@ class SearchSpace(_Strict):
                 if key not in family.cost_knobs:
                     fail(f"scales.{scale}.settings.{key}",
                          f"a scale may change only cost knobs: {', '.join(sorted(family.cost_knobs))}")
+            for key, p in spec.params.items():
+                if key not in self.params:
+                    fail(f"scales.{scale}.params.{key}", f"not a tunable parameter: {', '.join(self.params)}")
+                if p.type != self.params[key].type:
+                    fail(f"scales.{scale}.params.{key}", f"must keep the parameter's type {self.params[key].type!r}")
+                sets = ({key} & fields) | {k for k, e in self.derived.items() if key in _names_in(e, "derived", where)}
+                if not sets <= family.cost_knobs:
+                    fail(f"scales.{scale}.params.{key}", f"sets {', '.join(sorted(sets - family.cost_knobs))}; a scale "
+                         f"may redefine only parameters that set cost knobs: {', '.join(sorted(family.cost_knobs))}")
         names = set(self.params) | set(self.fixed)
         for key, expr in self.derived.items():
             if key not in fields:
@@ -212,10 +239,29 @@ class SearchSpace(_Strict):
                 if not self.params[key].contains(value):
                     fail(f"warm_starts[{i}].params.{key}", f"{value!r} is outside the parameter's range")
         for scale in SCALES:
-            configs = [self.prior_centers()] + [w.params for w in self.warm_starts]
+            scaled = self.at_scale(scale)
+            for i, ws in enumerate(scaled.warm_starts):
+                for key, value in ws.params.items():
+                    if not scaled.params[key].contains(value):
+                        fail(f"warm_starts[{i}].params.{key}", f"{value!r} is not among the choices at scale {scale}")
+            configs = [scaled.prior_centers()] + [w.params for w in scaled.warm_starts]
             for cfg in configs:
                 validate_settings(family.settings, self.resolve(self.base_settings(scale), cfg, family),
                                   where=f"{where} (scale {scale})")
+
+
+def _move(base: FloatParam | IntParam | CategoricalParam, to: FloatParam | IntParam | CategoricalParam,
+          value: Any) -> Any:
+    """A value of `base`'s range placed at the same relative position in `to`'s (categorical: unchanged)."""
+    if isinstance(base, CategoricalParam) or isinstance(to, CategoricalParam) or base is to:
+        return value
+    if base.log:
+        u = math.log(value / base.low) / math.log(base.high / base.low)
+    else:
+        u = (value - base.low) / (base.high - base.low)
+    moved = to.low * (to.high / to.low) ** u if to.log else to.low + u * (to.high - to.low)
+    moved = min(max(moved, to.low), to.high)
+    return int(round(moved)) if isinstance(to, IntParam) else moved
 
 
 # ---- safe arithmetic for derived parameters ----------------------------------------------------

@@ -21,14 +21,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 import pandas as pd
 import ray
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pyarrow import fs as pafs
 from ray import tune
 
+from tuner.cluster import CLUSTER_MAX_FAILURES, check_cluster_inputs, cluster_reason
 from tuner.family import SCALES, Family, get_family
 from tuner.progress import ProgressPrinter
 from tuner.schedule import SCHEDULERS, NonFiniteStopper, make_scheduler
@@ -36,7 +37,7 @@ from tuner.search import SEARCHERS, TruthfulOptunaSearch, distributions, make_sa
 from tuner.settings import TunerInputError, close_names, parse_set_args, validate_settings
 from tuner.space import CategoricalParam, IntParam, SearchSpace, load_space
 from tuner.table import regime_row, to_markdown
-from tuner.tracking import MlflowTrialLogger, check_tracking_uri
+from tuner.tracking import MlflowTrialLogger, call_with_retry, check_tracking_uri, tracking_wait_s
 
 PLAN_FILE = "tuner_sweep.json"
 ROW_ARTIFACT = "regime_row.json"
@@ -71,6 +72,7 @@ class SweepPlan:
     overrides: dict[str, str] = field(default_factory=dict)
     parent_run_id: str = ""
     experiment_id: str = ""
+    max_failures: int = 0  # retries per trial from its last checkpoint (cluster mode: node loss)
 
     @cached_property
     def search_space(self) -> SearchSpace:
@@ -157,7 +159,8 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
     if not priors:
         sp = sp.model_copy(update={"warm_starts": []})
     for candidate in [scale] if scale else SCALES:  # settings errors surface before Ray starts
-        for cfg in [sp.prior_centers()] + [w.params for w in sp.warm_starts]:
+        scaled = sp.at_scale(candidate)
+        for cfg in [scaled.prior_centers()] + [w.params for w in scaled.warm_starts]:
             validate_settings(family.settings, sp.resolve(sp.base_settings(candidate, settings_overrides), cfg, family),
                               where="--set")
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -167,12 +170,18 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
         raise TunerInputError(f"--tracking-uri: {err}") from None
 
     _ensure_ray(address)
+    storage = storage or str(results_dir() / "ray")
+    cluster = cluster_reason(address)
+    if cluster:
+        check_cluster_inputs(storage, tracking_uri, cluster)
     scale, reason = choose_scale(scale)
+    sp = sp.at_scale(scale)
     plan = SweepPlan(space=sp.model_dump(mode="json"), scale=scale, scale_reason=reason,
                      base=sp.base_settings(scale, settings_overrides), samples=samples or sp.scales[scale].samples,
                      searcher=searcher, priors=priors, scheduler=scheduler, max_concurrent=max_concurrent, seed=seed,
                      name=name or f"{sp.name}-{scale}-{time.strftime('%Y%m%d-%H%M%S')}",
-                     storage=storage or str(results_dir() / "ray"), tracking_uri=tracking_uri, overrides=raw)
+                     storage=storage, tracking_uri=tracking_uri, overrides=raw,
+                     max_failures=CLUSTER_MAX_FAILURES if cluster else 0)
     fs, path = pafs.FileSystem.from_uri(plan.experiment_path if "://" in plan.storage
                                         else str(Path(plan.experiment_path).absolute()))
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
@@ -233,11 +242,14 @@ def _git_commit() -> str:
 
 def _start_tracking(plan: SweepPlan) -> None:
     """Create the family's experiment and the sweep's parent run (the first write of a sweep)."""
+    artifacts = None  # a server decides; beside a sqlite file, not in ./mlruns of whatever the cwd is
     if plan.tracking_uri.startswith("sqlite:///"):
-        Path(plan.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = Path(plan.tracking_uri.removeprefix("sqlite:///")).parent
+        store.mkdir(parents=True, exist_ok=True)
+        artifacts = (store / "mlartifacts" / plan.family.name).as_uri()
     client = MlflowClient(plan.tracking_uri)
     exp = client.get_experiment_by_name(plan.family.name)
-    plan.experiment_id = exp.experiment_id if exp else client.create_experiment(plan.family.name)
+    plan.experiment_id = exp.experiment_id if exp else client.create_experiment(plan.family.name, artifacts)
     run = client.create_run(plan.experiment_id, run_name=plan.name, tags={
         "tuner.kind": "sweep", "space": plan.space["name"], "scale": plan.scale, "seed": str(plan.seed),
         "searcher": plan.searcher, "priors": str(plan.priors).lower(), "scheduler": plan.scheduler,
@@ -270,7 +282,7 @@ def _callbacks(plan: SweepPlan) -> list[Any]:
     return [
         MlflowTrialLogger(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, metric=family.metric,
                           max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
-                          run_prefix=plan.space["name"]),
+                          run_prefix=plan.space["name"], wait_s=tracking_wait_s()),
         ProgressPrinter(family.metric, plan.max_reports, plan.samples),
     ]
 
@@ -293,8 +305,8 @@ def _tuner_from_plan(plan: SweepPlan) -> tune.Tuner:
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=plan.storage, stop=NonFiniteStopper(metric), verbose=0,
-            callbacks=_callbacks(plan), failure_config=tune.FailureConfig(max_failures=0),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+            callbacks=_callbacks(plan), failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))  # all: see _tidy_storage
 
 
 def _environment() -> None:
@@ -305,6 +317,10 @@ def _environment() -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state stored every 2 s: a resume loses little
+    # MLflow's HTTP client would retry for minutes inside the Tune loop; the trial logger buffers and retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
 
 def build(space: str | Path | SearchSpace, **options: Any) -> tuple[tune.Tuner, SweepPlan]:
@@ -312,7 +328,7 @@ def build(space: str | Path | SearchSpace, **options: Any) -> tuple[tune.Tuner, 
     _environment()
     plan = plan_sweep(space, **options)
     print(f"scale: {plan.scale} ({plan.scale_reason})", flush=True)
-    _start_tracking(plan)
+    call_with_retry(lambda: _start_tracking(plan), "MLflow: creating the sweep's parent run", tracking_wait_s())
     _write_plan(plan)
     return _tuner_from_plan(plan), plan
 
@@ -385,6 +401,38 @@ def fit(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
     return results, caught
 
 
+def _log_parent(plan: SweepPlan, table: pd.DataFrame, metrics: list[Metric]) -> None:
+    """The regime row, its markdown and the summary metrics on the parent run, then end it FINISHED.
+    A parent run already FINISHED (a resumed sweep that had ended) is left as it is."""
+    client = MlflowClient(plan.tracking_uri)
+    if client.get_run(plan.parent_run_id).info.status == "FINISHED":
+        return
+    client.log_table(plan.parent_run_id, table.astype(str), ROW_ARTIFACT)
+    client.log_text(plan.parent_run_id, to_markdown(table), "regime_table.md")
+    client.log_batch(plan.parent_run_id, metrics=metrics)
+    client.set_terminated(plan.parent_run_id, "FINISHED")
+
+
+def _tidy_storage(experiment_path: str, trial_ids: set[str]) -> None:
+    """Keep each trial's last checkpoint only, and drop the folders of lost trials (started after the last
+    experiment state a killed driver stored). While a sweep runs, every checkpoint is kept: Ray deletes an
+    old one before the experiment state that stops pointing at it is stored, so after a killed driver a
+    trial could otherwise have to resume from a checkpoint that is gone."""
+    fs, root = pafs.FileSystem.from_uri(experiment_path if "://" in experiment_path
+                                        else str(Path(experiment_path).absolute()))
+    for folder in fs.get_file_info(pafs.FileSelector(root)):
+        if folder.type != pafs.FileType.Directory:
+            continue
+        saved = sorted(c.path for c in fs.get_file_info(pafs.FileSelector(folder.path))
+                       if c.base_name.startswith("checkpoint_"))
+        if folder.base_name not in trial_ids:
+            if saved:  # a lost trial's folder
+                fs.delete_dir(folder.path)
+            continue
+        for path in saved[:-1]:
+            fs.delete_dir(path)
+
+
 def finish(results: tune.ResultGrid, experiment_path: str, interrupted: bool = False) -> SweepOutcome:
     """Tabulate a fitted sweep: regime row to results/<space>/<sweep>/ and to the MLflow parent run.
     An interrupted sweep (or one with trials still missing) is left open for `resume`."""
@@ -395,25 +443,27 @@ def finish(results: tune.ResultGrid, experiment_path: str, interrupted: bool = F
     table = pd.DataFrame([row])
     out = results_dir() / space.name / plan.name
     interrupted = interrupted or len(results) < plan.samples
-    client = MlflowClient(plan.tracking_uri)
     if not interrupted:
         out.mkdir(parents=True, exist_ok=True)
         table.to_parquet(out / "regime_table.parquet")
         (out / "regime_table.md").write_text(to_markdown(table) + "\n")
         trials.to_parquet(out / "trials.parquet")
-        mlflow.set_tracking_uri(plan.tracking_uri)
-        with mlflow.start_run(run_id=plan.parent_run_id):
-            mlflow.log_table(table.astype(str), artifact_file=ROW_ARTIFACT)
-            mlflow.log_text(to_markdown(table), "regime_table.md")
-            finite = pd.to_numeric(trials[f"metric.{family.metric}"], errors="coerce")
-            best = finite.max() if family.mode == "max" else finite.min()
-            summary = {"n_trials": len(trials), f"{family.success}_share":
-                       float((trials["outcome"] == family.success).mean()),
-                       "compute_min": float(trials["time_total_s"].sum()) / 60}
-            if math.isfinite(best):
-                summary[f"best_{family.metric}"] = float(best)
-            mlflow.log_metrics(summary)
-        client.set_terminated(plan.parent_run_id, "FINISHED")
+        _tidy_storage(plan.experiment_path, set(trials["trial_id"]))
+        finite = pd.to_numeric(trials[f"metric.{family.metric}"], errors="coerce")
+        best = finite.max() if family.mode == "max" else finite.min()
+        summary = {"n_trials": len(trials),
+                   f"{family.success}_share": float((trials["outcome"] == family.success).mean()),
+                   "compute_min": float(trials["time_total_s"].sum()) / 60}
+        if math.isfinite(best):
+            summary[f"best_{family.metric}"] = float(best)
+        stamp = int(time.time() * 1000)  # fixed, so that a retried send stores nothing twice
+        metrics = [Metric(k, v, stamp, 0) for k, v in summary.items()]
+        try:
+            call_with_retry(lambda: _log_parent(plan, table, metrics), "MLflow: logging the regime table",
+                            tracking_wait_s())
+        except Exception as err:  # the sweep is done and tabulated in `out`; only MLflow is missing it
+            print(f"warning: MLflow did not take the regime table ({err}). It is in {out}; once the server is "
+                  f"back, send it with: python -m tuner resume {plan.experiment_path}", flush=True)
     return SweepOutcome(results=results, table=table, trials=trials, parent_run_id=plan.parent_run_id,
                         table_path=out / "regime_table.md", plan=plan, interrupted=interrupted)
 
@@ -432,6 +482,9 @@ def resume(experiment_path: str, address: str | None = None) -> SweepOutcome:
     _environment()
     plan = read_plan(experiment_path)
     _ensure_ray(address)
+    cluster = cluster_reason(address)
+    if cluster:
+        check_cluster_inputs(plan.storage, plan.tracking_uri, cluster)
     if not tune.Tuner.can_restore(plan.experiment_path):
         raise TunerInputError(f"resume: {experiment_path} has no restorable Ray Tune state")
     tuner = tune.Tuner.restore(plan.experiment_path, trainable=make_trainable(plan), resume_unfinished=True,

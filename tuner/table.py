@@ -102,6 +102,9 @@ def regime_row(space: SearchSpace, family: Family, trials: pd.DataFrame, *, swee
     best = None if finite.empty else finite.loc[
         (finite[metric_col].idxmax() if family.mode == "max" else finite[metric_col].idxmin())]
     row[spec.best] = fmt(best[metric_col]) if best is not None else "-"
+    for title, metric in spec.best_metrics.items():
+        value = None if best is None else best.get(f"metric.{metric}")  # final metrics: absent if pruned
+        row[title] = fmt(value) if isinstance(value, (int, float, np.number)) and np.isfinite(value) else "-"
     for title, setting in spec.key_params.items():
         row[title] = fmt(best[f"setting.{setting}"]) if best is not None else "-"
     row[f"{family.success.capitalize()} share"] = f"{int((trials['outcome'] == family.success).sum())}/{len(trials)}"

@@ -7,18 +7,23 @@
   creating a duplicate, and never logs a step twice (a trial restarted from an older checkpoint
   repeats its reports; trials are seeded, so the repeats are the same values);
 - ends each run FINISHED, FAILED (error or diverged) or KILLED with tag `pruned=true`;
-- keeps what it could not send (server down) and sends it at the next flush.
+- never blocks or breaks the sweep when the server is down: run creation, params, metrics and run
+  ends are buffered, retried with back-off, and the buffer is saved with Ray's experiment state
+  (`get_state`), so even a killed driver's unsent data is sent by `tuner resume`. A resend carries the
+  original timestamps, which MLflow's SQL store ignores when already stored: nothing is logged twice;
+- after such a resume, deletes the runs of trials the stored state never knew (one run per trial).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -35,6 +40,8 @@ RAY_KEYS = frozenset({"training_iteration", "time_this_iter_s", "time_total_s", 
                       "checkpoint_dir_name", "config", "experiment_tag"})
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for log_batch
 MAX_PARAMS_PER_BATCH = 100
+MAX_BACKOFF_S = 60.0
+T = TypeVar("T")
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
@@ -49,6 +56,25 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"cannot reach the MLflow tracking server {uri}: {getattr(err, 'reason', err)}") from None
 
 
+def tracking_wait_s() -> float:
+    """How long the end of a sweep waits for an unreachable tracking server: $TUNER_MLFLOW_WAIT_S, default 300."""
+    return float(os.environ.get("TUNER_MLFLOW_WAIT_S", "300"))
+
+
+def call_with_retry(fn: Callable[[], T], what: str, wait_s: float) -> T:
+    """`fn()`, retried with back-off for up to `wait_s` seconds while it fails (tracking server down)."""
+    deadline, delay = time.monotonic() + wait_s, 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s failed, retrying in %.0f s: %s", what, delay, err)
+            time.sleep(delay)
+            delay = min(2 * delay, MAX_BACKOFF_S)
+
+
 def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     """The user metrics of a Ray result (Ray's bookkeeping keys and non-numbers dropped)."""
     return {k: float(v) for k, v in result.items()
@@ -56,11 +82,16 @@ def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 class MlflowTrialLogger(LoggerCallback):
-    """Driver-side callback: one child run per trial under `parent_run_id`, metrics in batches."""
+    """Driver-side callback: one child run per trial under `parent_run_id`, metrics in batches.
+
+    Every hook only buffers and then flushes when due; a failed flush keeps everything and backs off
+    (`flush_interval_s` doubling up to a minute). At the end of the experiment it retries for up to `wait_s`.
+    """
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, metric: str, max_reports: int,
                  resolve: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-                 classify: Callable[[Mapping[str, float]], str], run_prefix: str, flush_interval_s: float = 5.0):
+                 classify: Callable[[Mapping[str, float]], str], run_prefix: str, flush_interval_s: float = 5.0,
+                 wait_s: float = 300.0):
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -70,18 +101,30 @@ class MlflowTrialLogger(LoggerCallback):
         self.classify = classify
         self.run_prefix = run_prefix
         self.flush_interval_s = flush_interval_s
+        self.wait_s = wait_s
         self._client: MlflowClient | None = None
-        self._runs: dict[str, str] | None = None  # trial_id -> run_id
+        self._runs: dict[str, str] | None = None  # trial_id -> run_id, as the server knows them
+        self._starts: dict[str, dict[str, Any]] = {}  # trials not yet attached to their run -> tuned config
         self._pending: dict[str, list[Metric]] = {}
-        self._unsent_ends: dict[str, tuple[str, list[RunTag]]] = {}  # run ends the server did not take yet
-        self._last_step: dict[str, int] = {}  # trial_id -> last step logged
-        self._last_flush = time.monotonic()
+        self._ends: dict[str, tuple[str, list[RunTag]]] = {}  # run ends not sent yet
+        self._last_step: dict[str, int] = {}  # trial_id -> last step buffered or sent
+        self._backoff_s = 0.0  # > 0 while the server is failing
+        self._next_flush = time.monotonic() + flush_interval_s
         self.calls = 0  # requests sent to the tracking store (benchmarks read this)
 
     def __getstate__(self) -> dict[str, Any]:  # the client holds a DB engine / HTTP session: not picklable
         state = self.__dict__.copy()
         state["_client"] = None
         return state
+
+    # ---- saved with Ray's experiment state: what a killed driver had not sent yet ----------------
+    def get_state(self) -> dict[str, Any]:
+        return {"starts": self._starts, "pending": self._pending, "ends": self._ends}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._starts, self._pending, self._ends = state["starts"], state["pending"], state["ends"]
+        for trial_id, metrics in self._pending.items():
+            self._last_step[trial_id] = max(m.step for m in metrics) if metrics else 0
 
     @property
     def client(self) -> MlflowClient:
@@ -101,22 +144,8 @@ class MlflowTrialLogger(LoggerCallback):
 
     # ---- Ray callback hooks ---------------------------------------------------------------------
     def log_trial_start(self, trial: Any) -> None:
-        runs = self._known_runs()
-        if trial.trial_id in runs:  # resumed trial: reuse its run, no params again, no step twice
-            run_id = runs[trial.trial_id]
-            self.client.update_run(run_id, status="RUNNING")
-            history = self.client.get_metric_history(run_id, self.metric)
-            self._last_step[trial.trial_id] = max((m.step for m in history), default=0)
-            self.calls += 2
-            return
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.run_prefix}-{trial.trial_id}",
-                                     tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial.trial_id})
-        runs[trial.trial_id] = run.info.run_id
-        tuned = dict(trial.config)
-        params = [Param(k, str(v)) for k, v in {**self.resolve(tuned), **{f"tuned.{k}": v for k, v in tuned.items()}}.items()]
-        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run.info.run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
-        self.calls += 1 + math.ceil(len(params) / MAX_PARAMS_PER_BATCH)
+        self._starts[trial.trial_id] = dict(trial.config)
+        self._flush_unless_backing_off()
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
         step = int(result.get("training_iteration", iteration))
@@ -126,7 +155,7 @@ class MlflowTrialLogger(LoggerCallback):
         now = int(time.time() * 1000)
         self._pending.setdefault(trial.trial_id, []).extend(
             Metric(k, v, now, step) for k, v in numeric_metrics(result).items())
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if time.monotonic() >= self._next_flush:
             self.flush()
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
@@ -139,18 +168,70 @@ class MlflowTrialLogger(LoggerCallback):
                 RunTag("pruned", str(pruned).lower()), RunTag("diverged", str(diverged).lower())]
         if failed:
             tags.append(RunTag("error", "true"))
-        self._unsent_ends[trial.trial_id] = (status, tags)
-        self.flush()
+        self._ends[trial.trial_id] = (status, tags)
+        self._flush_unless_backing_off()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.flush()
+        deadline, known = time.monotonic() + self.wait_s, {t.trial_id for t in trials}
+        while not (self.flush() and self._drop_lost_runs(known)) and time.monotonic() < deadline:
+            time.sleep(min(self._backoff_s, 5.0))  # the sweep is over: only this is left to do
+        if self.unsent:
+            log.warning("MLflow: %d items not sent; `python -m tuner resume` on this sweep sends them", self.unsent)
+
+    def _drop_lost_runs(self, known: set[str]) -> bool:
+        """Delete the runs of trials Ray does not know: started after the last experiment state a killed
+        driver stored, they are not part of the resumed sweep (its searcher never heard of them)."""
+        try:
+            for trial_id, run_id in list(self._known_runs().items()):
+                if trial_id not in known:
+                    self.client.delete_run(run_id)
+                    del self._runs[trial_id]
+                    self.calls += 1
+        except Exception as err:
+            self._backoff_s = max(self._backoff_s, self.flush_interval_s)
+            log.warning("MLflow: deleting the runs of lost trials failed, will retry: %s", err)
+            return False
+        return True
 
     # ---- sending ----------------------------------------------------------------------------------
+    @property
+    def unsent(self) -> int:
+        """Buffered items not yet accepted by the server (run starts, metric values, run ends)."""
+        return len(self._starts) + sum(map(len, self._pending.values())) + len(self._ends)
+
+    def _flush_unless_backing_off(self) -> None:
+        if not self._backoff_s or time.monotonic() >= self._next_flush:
+            self.flush()
+
+    def _attach(self, runs: dict[str, str], trial_id: str, config: dict[str, Any]) -> None:
+        """Create the trial's run (or reuse it after a restart), log its params (idempotent)."""
+        run_id = runs.get(trial_id)
+        if run_id is None:
+            run_id = runs[trial_id] = self.client.create_run(
+                self.experiment_id, run_name=f"{self.run_prefix}-{trial_id}",
+                tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id}).info.run_id
+            self.calls += 1
+        else:  # a restarted trial repeats reports from its checkpoint on: continue after the last one sent
+            self.client.update_run(run_id, status="RUNNING")
+            sent = max((m.step for m in self.client.get_metric_history(run_id, self.metric)), default=0)
+            self._pending[trial_id] = [m for m in self._pending.get(trial_id, []) if m.step > sent]
+            self._last_step[trial_id] = max(sent, self._last_step.get(trial_id, 0))
+            self.calls += 2
+        values = {**self.resolve(config), **{f"tuned.{k}": v for k, v in config.items()}}
+        params = [Param(k, str(v)) for k, v in values.items()]
+        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
+            self.calls += 1
+
     def flush(self) -> bool:
-        """Send buffered metrics and run ends. What fails stays buffered for the next flush."""
-        self._last_flush = time.monotonic()
+        """Send what is buffered. What fails stays buffered, and the next flush waits longer."""
+        if not self.unsent:
+            return True
         try:
             runs = self._known_runs()
+            for trial_id in list(self._starts):
+                self._attach(runs, trial_id, self._starts[trial_id])
+                del self._starts[trial_id]
             for trial_id in list(self._pending):
                 batch = self._pending[trial_id]
                 while batch:  # drop each chunk once sent, so a retry never sends it twice
@@ -158,14 +239,18 @@ class MlflowTrialLogger(LoggerCallback):
                     del batch[:MAX_METRICS_PER_BATCH]
                     self.calls += 1
                 del self._pending[trial_id]
-            for trial_id in list(self._unsent_ends):
-                status, tags = self._unsent_ends[trial_id]
+            for trial_id in list(self._ends):
+                status, tags = self._ends[trial_id]
                 self.client.log_batch(runs[trial_id], tags=tags)
                 self.client.set_terminated(runs[trial_id], status=status)
                 self.calls += 2
-                del self._unsent_ends[trial_id]
-        except Exception as err:  # server down or busy: keep everything, retry at the next flush
-            log.warning("MLflow flush failed, will retry: %s", err)
+                del self._ends[trial_id]
+        except Exception as err:  # server down or busy: keep everything, retry later
+            self._runs = None  # a run created before the error is found again by its tag, not created twice
+            self._backoff_s = min(max(2 * self._backoff_s, self.flush_interval_s), MAX_BACKOFF_S)
+            self._next_flush = time.monotonic() + self._backoff_s
+            log.warning("MLflow flush failed, %d items kept, next try in %.0f s: %s", self.unsent, self._backoff_s, err)
             return False
+        self._backoff_s = 0.0
+        self._next_flush = time.monotonic() + self.flush_interval_s
         return True
-

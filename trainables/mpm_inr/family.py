@@ -77,6 +77,8 @@ FAMILY = Family(
         regime=regime,
         descriptors={"Target std": "target_std"},
         best="Best R²",
+        best_metrics={"Best slope": "slope", "kino_R2": "kinograph_R2", "kino_SSIM": "kinograph_SSIM",
+                      "Training time (min)": "training_time_min"},
         key_params={"Optimal lr": "lr", "Optimal hidden_dim": "hidden_dim", "Optimal n_layers": "n_layers",
                     "Optimal omega": "omega", "Optimal total_steps": "total_steps"},
     ),
