@@ -12,7 +12,7 @@ import torch
 
 from trainables.mpm_inr.model import Siren
 from trainables.mpm_inr.simulate import initial_state, step
-from trainables.mpm_inr.train import pick_device
+from trainables.runtime import pick_device
 
 
 def sync(device: torch.device) -> None:

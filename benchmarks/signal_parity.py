@@ -17,7 +17,7 @@ import time
 import torch
 
 from trainables.signal.family import FAMILY
-from tuner.settings import parse_set_args
+from tuner.validation import parse_set_args
 from tuner.single_run import LocalSession
 
 BLOCK_1 = {"connectivity_type": "chaotic", "n_neurons": 100, "n_frames": 10000, "n_epochs": 1,

@@ -56,7 +56,7 @@ def test_two_processes_build_once(tmp_path):
 
 def test_each_node_regenerates_the_same_data(tmp_path, monkeypatch):
     """Cluster nodes do not share a cache: each builds its own, and the same key gives the same arrays."""
-    from trainables.signal.family import SignalSettings
+    from trainables.signal.settings import SignalSettings
     from trainables.signal.simulate import load_or_simulate
 
     settings = SignalSettings().model_dump() | {"n_neurons": 20, "n_frames": 300, "noise_model_level": 0.1}

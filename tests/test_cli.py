@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,8 @@ from tuner.space import space_files
     (["sweep", "--space", "chaotic_10k", "--samples", "0"], "--samples"),
     (["resume", "/nonexistent/sweep"], "holds no tuner_sweep.json"),
     (["table", "--family", "nope"], "unknown family 'nope'"),
+    (["sweep", "--space", "chaotic_10k", "--tracking-uri", "foo://bar"], "no scheme MLflow can track to"),
+    (["table", "--family", "signal", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(results: Path, capsys, argv, message) -> None:
     assert cli(argv) == 2
@@ -53,3 +57,63 @@ def test_spaces_and_show(capsys) -> None:
     assert cli(["show", "low_rank10_dale_30k"]) == 0
     shown = capsys.readouterr().out
     assert "warm starts" in shown and "principles" in shown and "lr_W_ratio" in shown
+
+
+def test_unwritable_results_folder_exits_2(results: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TUNER_RESULTS", "/proc/tuner-results")
+    assert cli(["sweep", "--space", "chaotic_10k", "--scale", "smoke"]) == 2
+    assert "TUNER_RESULTS" in capsys.readouterr().err and not Path("/proc/tuner-results").exists()
+
+
+def _user_space(folder: Path, name: str, **changes) -> Path:
+    data = yaml.safe_load(space_files()["chaotic_10k"].read_text())
+    data.update(changes)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("lr * (lr_W_ratio // 1)", "'lr_W_ratio // 1' is not allowed"),
+    ("lr * lr_W_ratio / 0", "division by zero"),
+    ("lr * lr_W_ratio * connectivity_type", "connectivity_type = 'chaotic' is not a number"),
+])
+def test_bad_derived_expression_exits_2(results: Path, tmp_path: Path, capsys, expression, message) -> None:
+    path = _user_space(tmp_path, "derived", derived={"lr_W": expression})
+    assert cli(["sweep", "--space", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "derived.lr_W" in err and message in err
+    assert not results.exists()
+
+
+def test_broken_or_shadowing_user_spaces_are_reported_per_file(results: Path, tmp_path: Path, monkeypatch,
+                                                               capsys) -> None:
+    user = tmp_path / "user_spaces"
+    _user_space(user, "chaotic_10k")  # a shipped space's name
+    _user_space(user, "my_regime")
+    (user / "broken.yaml").write_text("family: signal\nparams: [unclosed\n")
+    monkeypatch.setenv("TUNER_SPACE_PATH", str(user))
+    assert cli(["spaces"]) == 2
+    out, err = capsys.readouterr()
+    assert "my_regime" in out and "chaotic_dale_20k" in out  # the good files still list
+    assert "broken.yaml" in err and "'chaotic_10k' is defined by several files" in err
+    assert cli(["sweep", "--space", "chaotic_10k"]) == 2
+    assert "defined by several files" in capsys.readouterr().err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--space", "chaotic_10k", "--set", "lr"],
+    ["sweep", "--space", "chaotic_10k", "--set", "n_neuronz=5"],
+    ["sweep", "--space", "chaotic_10"],
+])
+def test_input_errors_are_answered_before_heavy_imports(argv) -> None:
+    """Bad input is refused before Ray, MLflow, Optuna or torch load (a second, not twenty)."""
+    code = ("import sys\nfrom tuner.cli import main\n"
+            f"rc = main({argv!r})\n"
+            "print('LOADED', sorted(m for m in ('ray', 'mlflow', 'optuna', 'torch') if m in sys.modules))\n"
+            "sys.exit(rc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "LOADED []" in done.stdout and "error:" in done.stderr

@@ -132,7 +132,7 @@ class Cli:
     def running(self) -> set[str]:
         """Trials that have reported (so hold a checkpoint) and not ended."""
         reported = set(re.findall(r"trial (\w+) report", self.output))
-        return reported - set(re.findall(r"trial (\w+) (?:done|pruned|diverged|ERROR)", self.output))
+        return reported - set(re.findall(r"trial (\w+) (?:finished|pruned|diverged|error)", self.output))
 
     def finish(self, timeout_s: float = 600) -> int:
         self.proc.wait(timeout=timeout_s)

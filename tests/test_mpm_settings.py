@@ -7,7 +7,7 @@ import pytest
 
 from trainables.mpm_inr.family import FAMILY
 from tuner.family import families
-from tuner.settings import TunerInputError, validate_settings
+from tuner.validation import TunerInputError, validate_settings
 
 
 def test_registered_and_defaults():

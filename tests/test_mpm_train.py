@@ -9,7 +9,7 @@ import torch
 
 from trainables.mpm_inr import train
 from trainables.mpm_inr.family import FAMILY
-from tuner.settings import validate_settings
+from tuner.validation import validate_settings
 
 TINY = dict(sim_particles=90, n_particles=63, n_frames=300, n_training_frames=20, hidden_dim=32, n_layers=2,
             omega=10.0, lr=1e-3, total_steps=300, n_reports=3, device="cpu")

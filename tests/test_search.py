@@ -22,8 +22,8 @@ def _ask_many(sampler, space, n: int) -> list[dict]:
 
 
 def test_first_trials_follow_the_priors() -> None:
-    space = load_space("chaotic_10k")
-    draws = _ask_many(PriorWeightedSampler(TPESampler(seed=0), space, seed=0), space, 300)  # none finished: p=1
+    space = load_space("chaotic_10k").model_copy(update={"prior_strength": 1e12})  # p = s/(s+n) ≈ 1 for all 300
+    draws = _ask_many(PriorWeightedSampler(TPESampler(seed=0), space, seed=0), space, 300)
     ratio = np.log10([d["lr_W_ratio"] for d in draws])
     prior = space.params["lr_W_ratio"].prior
     assert abs(ratio.mean() - math.log10(prior.center)) < 0.05
@@ -40,7 +40,21 @@ def test_uniform_without_priors_is_much_wider() -> None:
     assert ratio.std() > 0.5  # uniform over 10..3000 in log10: std ≈ 0.71
 
 
-def test_prior_probability_decays_with_finished_trials() -> None:
+def test_prior_draws_depend_on_the_trial_number_not_on_timing() -> None:
+    """Trial n draws from the prior with p = s/(s+n) whether or not earlier trials have finished."""
+    space = load_space("chaotic_10k")
+    sampler = PriorWeightedSampler(TPESampler(seed=0), space, seed=0)
+    _ask_many(sampler, space, 400)
+    from_prior = np.array([sampler._from_prior[n] for n in range(400)])
+    expected = np.array([sampler.prior_probability(n) for n in range(400)])
+    assert from_prior[:4].sum() >= 3  # p >= 0.57 for the first four
+    assert abs(from_prior.sum() - expected.sum()) < 3 * np.sqrt((expected * (1 - expected)).sum())
+    again = PriorWeightedSampler(TPESampler(seed=0), space, seed=0)
+    _ask_many(again, space, 400)
+    assert [again._from_prior[n] for n in range(400)] == from_prior.tolist()
+
+
+def test_prior_probability_decays_with_the_trial_number() -> None:
     space = load_space("chaotic_10k")
     sampler = PriorWeightedSampler(TPESampler(seed=0), space, seed=0)
     s = space.prior_strength
@@ -76,3 +90,11 @@ def test_tells_fail_pruned_complete() -> None:
     states = [t.state for t in search._ot_study.trials]
     assert TrialState.RUNNING not in states  # Ray's own OptunaSearch leaves NaN trials RUNNING forever
     assert search._ot_study.best_value == pytest.approx(0.99)
+
+
+def test_ray_private_fields_are_where_truthful_search_reads_them() -> None:
+    """Fails loudly if a Ray upgrade moves the OptunaSearch fields that TruthfulOptunaSearch reads."""
+    search = _search()
+    for name in TruthfulOptunaSearch.RAY_PRIVATE_FIELDS:
+        assert hasattr(search, name), name
+    assert isinstance(search._ot_study, optuna.Study)

@@ -4,10 +4,19 @@ import numpy as np
 import pytest
 
 from trainables.signal import simulate as simulate_module
-from trainables.signal.family import SignalSettings
 from trainables.signal.metrics import spectral_radius
-from trainables.signal.simulate import (DT, SIMULATION_SETTINGS, connectivity, derivative, integrate,
-                                        load_or_simulate, neuron_params, neuron_types, simulate)
+from trainables.signal.settings import SignalSettings
+from trainables.signal.simulate import (
+    DT,
+    SIMULATION_SETTINGS,
+    connectivity,
+    derivative,
+    integrate,
+    load_or_simulate,
+    neuron_params,
+    neuron_types,
+    simulate,
+)
 
 SMALL = SignalSettings(n_neurons=30, n_frames=300, connectivity_rank=5, n_rollout_frames=100).model_dump()
 

@@ -2,15 +2,18 @@
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from trainables.signal.family import FAMILY, SignalSettings, regime
-from trainables.signal.train import CHECKPOINT_FILE, loss_coefficients, pick_device, steps_per_epoch
+from trainables.signal.family import FAMILY, regime
+from trainables.signal.settings import SignalSettings, steps_per_epoch
+from trainables.signal.train import CHECKPOINT_FILE, loss_coefficients
 from tuner.family import families
-from tuner.settings import TunerInputError, validate_settings
 from tuner.single_run import main
+from tuner.validation import TunerInputError, validate_settings
 
 TINY = {"n_neurons": 30, "n_frames": 1000, "data_augmentation_loop": 10, "n_rollout_frames": 200, "n_reports": 5}
 FINAL = {"connectivity_R2", "test_R2", "test_pearson", "eff_rank_90", "eff_rank_99", "spectral_radius",
@@ -86,8 +89,6 @@ def test_schedule_helpers():
     two_phase = SignalSettings(n_epochs=3, n_epochs_init=1, first_coeff_L1=0.0, coeff_W_L1=1e-5)
     assert loss_coefficients(two_phase, 0) == (0.0, 100.0) and loss_coefficients(two_phase, 1) == (1e-5, 0.0)
     assert loss_coefficients(SignalSettings(), 0) == (1e-5, 100.0)
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_short_run_lowers_the_loss_and_reports_everything(tmp_path):
@@ -130,3 +131,17 @@ def test_single_run_cli(tmp_path, capsys):
     assert FINAL <= written["metrics"].keys() and written["settings"]["n_neurons"] == 30
     assert main(FAMILY, ["--set", "connectivity_type=ring", "--out", str(tmp_path / "bad")]) == 2
     assert "connectivity_type" in capsys.readouterr().err
+
+
+def test_single_run_imports_no_orchestrator(tmp_path):
+    """`python -m trainables.signal` trains without Ray, MLflow or Optuna: the science code stands alone."""
+    settings = " ".join(f"{k}={v}" for k, v in TINY.items())
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['trainables.signal', '--quiet', '--out', {str(tmp_path)!r}, '--set', *{settings!r}.split()]\n"
+            "try:\n    runpy.run_module('trainables.signal', run_name='__main__')\n"
+            "except SystemExit as stop:\n    assert stop.code == 0, stop.code\n"
+            "print('LOADED', sorted(m for m in ('ray', 'mlflow', 'optuna') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "connectivity_R2:" in done.stdout and (tmp_path / "metrics.json").exists()
+    assert "LOADED []" in done.stdout, done.stdout

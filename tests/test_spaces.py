@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tuner.family import families, get_family
-from tuner.settings import TunerInputError
+from tuner.validation import TunerInputError
 from tuner.space import evaluate, load_space, space_files
 
 SIGNAL_BLOCKS = set(range(1, 11))

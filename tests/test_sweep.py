@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from tuner import sweep
 from tuner.cli import main as cli
-from tuner.sweep import choose_scale
+from tuner.plan import choose_scale
 
 SEED_COLUMNS = ["Block", "Regime", "E/I", "n_frames", "n_neurons", "n_types", "eff_rank", "Best R²",
                 "Optimal lr_W", "Optimal L1", "Key finding"]

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from tuner.family import SCALES
-from tuner.schedule import SCHEDULERS
-from tuner.search import SEARCHERS
-from tuner.settings import TunerInputError
+from tuner.validation import SCHEDULERS, SEARCHERS, TunerInputError
+
+if TYPE_CHECKING:
+    from tuner.driver import SweepOutcome
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,10 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(outcome: object) -> int:
-    from tuner.sweep import SweepOutcome
+def _summary(outcome: SweepOutcome) -> int:
+    from tuner.outcome import best_trial
 
-    assert isinstance(outcome, SweepOutcome)
     plan = outcome.plan
     if outcome.interrupted:
         print(f"\nsweep interrupted. Continue it with:\n  python -m tuner resume {plan.experiment_path}")
@@ -59,9 +56,12 @@ def _summary(outcome: object) -> int:
     family = plan.family
     print("\n" + outcome.table.drop(columns=["Key finding"]).T.to_string(header=False))
     print(f"key finding: {outcome.table['Key finding'].iloc[0]}")
-    finite = outcome.trials[pd.to_numeric(outcome.trials[f"metric.{family.metric}"], errors="coerce").notna()]
-    if not finite.empty:
-        best = finite.sort_values(f"metric.{family.metric}", ascending=family.mode == "min").iloc[0]
+    if outcome.failure:
+        print(f"\nsweep FAILED: {outcome.failure}. Trial errors: {plan.experiment_path}/<trial>/error.txt; "
+              f"MLflow parent run {outcome.parent_run_id}")
+        return 1
+    best = best_trial(outcome.trials, family.metric, family.mode)
+    if best is not None:
         params = {c.removeprefix("param."): getattr(best[c], "item", lambda: best[c])()
                   for c in outcome.trials.columns if c.startswith("param.")}
         print(f"best {family.metric}: {best[f'metric.{family.metric}']:.6g} with {params}")
@@ -71,19 +71,30 @@ def _summary(outcome: object) -> int:
     return 0
 
 
-def _spaces() -> None:
-    from tuner.space import load_space, space_files
+def _spaces() -> int:
+    """List every space that loads; report each file that does not (and each clashing name), then exit 2."""
+    from tuner.space import load_space, space_catalog
 
-    rows = []
-    for name, path in space_files().items():
-        space = load_space(path)
+    known, clashes = space_catalog()
+    rows, problems = [], []
+    for name, path in known.items():
+        try:
+            space = load_space(path)
+        except TunerInputError as err:
+            problems.append(str(err))
+            continue
         rows.append((space.family, name, space.description))
+    for name, paths in clashes.items():
+        problems.append(f"space {name!r} is defined by several files ({', '.join(map(str, paths))}); rename one")
     width = max((len(n) for _, n, _ in rows), default=0)
     for family in sorted({f for f, _, _ in rows}):
         print(f"{family}:")
         for f, name, desc in rows:
             if f == family:
                 print(f"  {name:<{width}}  {desc}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def _show(name: str) -> None:
@@ -105,30 +116,21 @@ def _show(name: str) -> None:
 
 
 def _table(family_name: str, tracking_uri: str | None) -> None:
-    from mlflow.tracking import MlflowClient
-
     from tuner.family import get_family
-    from tuner.sweep import ROW_ARTIFACT, default_tracking_uri, results_dir
+    from tuner.storage import results_dir
     from tuner.table import to_markdown
+    from tuner.tracking import check_tracking_uri, default_tracking_uri, regime_rows
 
     try:
         get_family(family_name)
     except KeyError as err:
         raise TunerInputError(f"--family: {err.args[0]}") from None
-    client = MlflowClient(tracking_uri or default_tracking_uri())
-    exp = client.get_experiment_by_name(family_name)
-    runs = [] if exp is None else client.search_runs(
-        [exp.experiment_id], filter_string="tags.`tuner.kind` = 'sweep' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"])
-    rows = []
-    for run in runs:
-        local = client.download_artifacts(run.info.run_id, ROW_ARTIFACT)
-        payload = json.loads(Path(local).read_text())
-        rows.append(pd.DataFrame(payload["data"], columns=payload["columns"]))
-    if not rows:
-        print(f"no finished {family_name} sweeps in {client.tracking_uri}")
+    uri = tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)
+    table = regime_rows(uri, family_name)
+    if table is None:
+        print(f"no finished {family_name} sweeps in {uri}")
         return
-    table = pd.concat(rows, ignore_index=True)
     md = to_markdown(table)
     out = results_dir() / f"{family_name}_regime_table"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,18 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "sweep":
-            from tuner.sweep import sweep
+            from tuner.plan import check_inputs  # bad input is refused before Ray, MLflow or torch load
+
+            check_inputs(args.space, scale=args.scale, samples=args.samples, overrides=args.set,
+                         searcher=args.searcher, priors=not args.no_priors, scheduler=args.scheduler,
+                         max_concurrent=args.max_concurrent)
+            from tuner.driver import sweep
 
             return _summary(sweep(args.space, scale=args.scale, samples=args.samples, overrides=args.set,
                            searcher=args.searcher, priors=not args.no_priors, scheduler=args.scheduler,
                            max_concurrent=args.max_concurrent, seed=args.seed, name=args.name, storage=args.storage,
                            tracking_uri=args.tracking_uri, address=args.address))
         elif args.command == "resume":
-            from tuner.sweep import resume
+            from tuner.driver import resume
 
             return _summary(resume(args.path, address=args.address))
         elif args.command == "spaces":
-            _spaces()
+            return _spaces()
         elif args.command == "show":
             _show(args.name)
         elif args.command == "table":

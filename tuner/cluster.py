@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ray
 
-from tuner.settings import TunerInputError
+from tuner.validation import TunerInputError
 
 SHARED_ENV = "TUNER_SHARED_STORAGE"
 REMOTE_SCHEMES = frozenset({"s3", "gs", "gcs", "hdfs", "abfs", "abfss"})

@@ -12,6 +12,9 @@ Contract of `Family.run(settings, session)`:
 - on start, if ``session.checkpoint`` is a directory, continue from it;
 - a diverging run (NaN/inf) is a normal outcome: report the non-finite metric once and return;
 - the last report carries every final metric.
+
+`family.py` should import its trainer inside `run`, so that checking a user's input (schema, spaces)
+never loads torch: see trainables/signal/family.py.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 SCALES = ("smoke", "cpu", "full")
+DEVICES = ("auto", "cpu", "cuda")  # a family's `device` setting, if any: the planner refuses "cuda" without a GPU
 ENTRY_POINT_GROUP = "tuner.families"
 
 
@@ -85,7 +89,6 @@ class Family:
     resources: Mapping[str, Resources]  # per scale: smoke, cpu, full
     table: RegimeTable
     description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [s for s in SCALES if s not in self.resources]
@@ -98,20 +101,21 @@ class Family:
             raise ValueError(f"family {self.name!r}: cost_knobs {sorted(unknown)} are not settings")
 
 
+def _load(ep: Any) -> Family:
+    family = ep.load()
+    if not isinstance(family, Family) or family.name != ep.name:
+        raise TypeError(f"entry point {ep.name!r} -> {ep.value} is not a tuner.family.Family named {ep.name!r}")
+    return family
+
+
 def families() -> dict[str, Family]:
     """All registered families, by name (entry-point group ``tuner.families``)."""
-    found: dict[str, Family] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        family = ep.load()
-        if not isinstance(family, Family):
-            raise TypeError(f"entry point {ep.name!r} -> {ep.value} is not a tuner.family.Family")
-        found[family.name] = family
-    return found
+    return {ep.name: _load(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def get_family(name: str) -> Family:
-    """The registered family `name`; a clear error lists the known ones."""
-    known = families()
+    """The registered family `name` (only its entry point is loaded); a clear error lists the known ones."""
+    known = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name not in known:
         raise KeyError(f"unknown family {name!r}; registered families: {', '.join(sorted(known)) or 'none'}")
-    return known[name]
+    return _load(known[name])

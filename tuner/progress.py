@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 from ray.tune import Callback
+
+from tuner.outcome import Outcome, classify_end
 
 
 class ProgressPrinter(Callback):
@@ -32,20 +33,15 @@ class ProgressPrinter(Callback):
               f"{self.metric}={shown}", flush=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "done")
+        self._end(trial, errored=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, f"ERROR (see {trial.path}/error.txt)")
+        self._end(trial, errored=True)
 
-    def _end(self, trial: Any, how: str) -> None:
+    def _end(self, trial: Any, errored: bool) -> None:
         self.ended += 1
-        last = trial.last_result or {}
-        value = last.get(self.metric)
-        if how == "done":
-            if isinstance(value, float) and not math.isfinite(value):
-                how = "diverged"
-            elif last.get("training_iteration", 0) < self.max_reports:
-                how = "pruned"
+        outcome = classify_end(trial.last_result, errored=errored, metric=self.metric, max_reports=self.max_reports)
+        how = f"{outcome.label} (see {trial.path}/error.txt)" if outcome is Outcome.ERROR else outcome.label
         print(f"{self._stamp()} trial {trial.trial_id} {how} ({self.ended}/{self.total} ended)", flush=True)
 
 

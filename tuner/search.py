@@ -14,9 +14,9 @@ from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from tuner.outcome import Outcome, classify_end, is_finite_number
 from tuner.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-
-SEARCHERS = ("tpe", "random")
+from tuner.validation import SEARCHERS
 
 
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
@@ -35,9 +35,11 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
 class PriorWeightedSampler(BaseSampler):
     """πBO-style prior weighting over any base sampler.
 
-    Trial n (counting finished trials) draws every parameter from the space's priors with
-    probability ``strength / (strength + n)``, otherwise from the base sampler. Early trials thus
-    follow the recorded principles; as evidence accumulates the base sampler (TPE) takes over.
+    Trial n (its number in the study: warm starts count) draws every parameter from the space's priors
+    with probability ``strength / (strength + n)``, otherwise from the base sampler. Early trials thus
+    follow the recorded principles; as evidence accumulates the base sampler (TPE) takes over. Counting
+    trials rather than finished ones keeps a seeded sweep's draws independent of when trials end, so an
+    interrupted and resumed sweep asks for the same configurations as an uninterrupted one.
     """
 
     def __init__(self, base: BaseSampler, space: SearchSpace, seed: int | None = None):
@@ -47,17 +49,15 @@ class PriorWeightedSampler(BaseSampler):
         self._rng = np.random.default_rng(seed)
         self._from_prior: dict[int, bool] = {}
 
-    def prior_probability(self, n_finished: int) -> float:
-        return self._strength / (self._strength + n_finished)
+    def prior_probability(self, n: int) -> float:
+        return self._strength / (self._strength + n)
 
     def reseed_rng(self) -> None:
         self._base.reseed_rng()
         self._rng = np.random.default_rng()
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                TrialState.FAIL)))
-        self._from_prior[trial.number] = bool(self._rng.random() < self.prior_probability(finished))
+        self._from_prior[trial.number] = bool(self._rng.random() < self.prior_probability(trial.number))
         self._base.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -108,34 +108,50 @@ def make_sampler(space: SearchSpace, searcher: str, priors: bool, seed: int | No
     return PriorWeightedSampler(base, space, seed=seed) if priors else base
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
 class TruthfulOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells FAIL for non-finite results and PRUNED for trials stopped before
-    `max_t` reports (Ray's own class tells COMPLETE with NaN, which Optuna rejects, leaving the
-    trial RUNNING forever, and mixes low-fidelity values in as COMPLETE)."""
+    """OptunaSearch that tells Optuna each trial's `Outcome` state: FAIL for errors and non-finite results,
+    PRUNED for trials stopped before `max_t` reports, COMPLETE only for trials that ran them all (Ray's own
+    class tells COMPLETE with NaN, which Optuna rejects, leaving the trial RUNNING forever, and mixes
+    low-fidelity values in as COMPLETE, also for multi-objective sweeps).
 
-    def __init__(self, *args: Any, max_t: int, **kwargs: Any):
+    `metric` may be a list (multi-objective; the first is the one the scheduler prunes on); `constraints`
+    maps a metric to the upper bound a feasible trial stays under, told through `Trial.set_constraint`."""
+
+    # Ray 2.60's OptunaSearch keeps its study and trials in private fields; this class reads them here and
+    # only here. `__init__` fails loudly if a Ray upgrade moved them (tests/test_search.py builds one).
+    RAY_PRIVATE_FIELDS = ("_ot_study", "_ot_trials", "_completed_trials")
+
+    def __init__(self, *args: Any, max_t: int, constraints: Mapping[str, float] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        missing = [name for name in self.RAY_PRIVATE_FIELDS if not hasattr(self, name)]
+        if missing:
+            raise RuntimeError(f"ray.tune.search.optuna.OptunaSearch no longer has {missing}: "
+                               f"TruthfulOptunaSearch must be updated for this Ray version")
         self.max_t = max_t
+        self.constraints = dict(constraints or {})
         self.told: dict[str, str] = {}  # trial_id -> Optuna state name, for inspection
 
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
+
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        if _finite(result.get(self.metric)):
-            super().on_trial_result(trial_id, dict(result))
+        if is_finite_number(result.get(self.objectives[0])):
+            super().on_trial_result(trial_id, dict(result))  # multi-objective: Ray reports nothing, rightly
 
     def on_trial_complete(self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        value = (result or {}).get(self.metric)
-        if error or not _finite(value):
-            state, value = TrialState.FAIL, None
-        elif (result or {}).get("training_iteration", 0) < self.max_t:
-            state, value = TrialState.PRUNED, None  # Optuna ranks it by its last intermediate value
-        else:
-            state = TrialState.COMPLETE
-        self._ot_study.tell(self._ot_trials[trial_id], value, state=state)
-        self.told[trial_id] = state.name
+        result = result or {}
+        outcome = classify_end(result, errored=error, metric=self.objectives[0], max_reports=self.max_t)
+        ot_trial = self._ot_trials[trial_id]
+        for metric, bound in self.constraints.items():
+            if is_finite_number(result.get(metric)):
+                ot_trial.set_constraint(metric, float(result[metric]) - bound)  # <= 0: feasible
+        values = None  # PRUNED: Optuna ranks it by its last intermediate value (single objective)
+        if outcome is Outcome.FINISHED:
+            values = [result.get(m) for m in self.objectives]
+            values = values if len(values) > 1 else values[0]
+        self._ot_study.tell(ot_trial, values, state=TrialState[outcome.optuna_state])
+        self.told[trial_id] = outcome.optuna_state
         self._completed_trials.add(trial_id)

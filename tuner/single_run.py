@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tuner.family import Family
-from tuner.settings import TunerInputError, describe_schema, parse_set_args, validate_settings
+from tuner.validation import TunerInputError, describe_schema, parse_set_args, validate_settings
 
 
 class LocalSession:

@@ -28,7 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tuner.family import SCALES, Family, get_family
-from tuner.settings import TunerInputError, close_names, validate_settings
+from tuner.validation import TunerInputError, close_names, validate_settings
 
 SPACE_PATH_ENV = "TUNER_SPACE_PATH"  # extra folders of space files, os.pathsep-separated
 
@@ -118,6 +118,14 @@ class Scale(_Strict):
     settings: dict[str, Any] = {}  # cost knobs only
     params: dict[str, Param] = {}  # range and prior, at this scale, of tunable parameters that set cost knobs only
     samples: int = Field(default=8, ge=1)
+    constraints: dict[str, float] = {}  # metric -> upper bound a feasible trial stays under (e.g. a time budget)
+
+
+class Objective(_Strict):
+    """One objective of a multi-objective sweep."""
+
+    metric: str
+    mode: Literal["max", "min"]
 
 
 class Scheduler(_Strict):
@@ -137,6 +145,8 @@ class SearchSpace(_Strict):
     principles: list[Principle] = Field(min_length=1)
     scales: dict[Literal["smoke", "cpu", "full"], Scale]
     scheduler: Scheduler = Scheduler()
+    # several objectives make a multi-objective sweep (the first, what ASHA prunes on, is the family's metric)
+    objectives: list[Objective] = []
     prior_strength: float = Field(default=4.0, gt=0)  # P(draw from prior) = s / (s + trials finished)
 
     @field_validator("scales")
@@ -146,6 +156,10 @@ class SearchSpace(_Strict):
         if missing:
             raise ValueError(f"missing scales {missing}; every space defines {list(SCALES)}")
         return v
+
+    def objectives_of(self, family: Family) -> list[Objective]:
+        """The sweep's objectives: the space's, or the family's single metric."""
+        return self.objectives or [Objective(metric=family.metric, mode=family.mode)]
 
     # ---- resolution -------------------------------------------------------------------------
     def base_settings(self, scale: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -157,8 +171,18 @@ class SearchSpace(_Strict):
         values = {**base, **tuned}
         for key, expr in self.derived.items():
             if key not in base:  # a user override pins a derived setting
-                values[key] = evaluate(expr, values)
+                try:
+                    values[key] = evaluate(expr, values)
+                except (ArithmeticError, ValueError, TypeError, KeyError) as err:
+                    used = {n: values.get(n) for n in sorted(_names_in(expr, f"derived.{key}", self.name))}
+                    raise TunerInputError(f"{self.name}: derived.{key}: {expr!r} cannot be computed with {used}: "
+                                          f"{err}") from None
         return {k: v for k, v in values.items() if k in family.settings.model_fields}
+
+    def trial_settings(self, base: Mapping[str, Any], tuned: Mapping[str, Any], family: Family,
+                       where: str = "settings") -> BaseModel:
+        """The one way a trial's parameters become validated family settings (TunerInputError naming `where`)."""
+        return validate_settings(family.settings, self.resolve(base, tuned, family), where=where)
 
     def at_scale(self, scale: str) -> SearchSpace:
         """The space searched at `scale`: the scale's parameter ranges, warm starts moved into them."""
@@ -221,6 +245,11 @@ class SearchSpace(_Strict):
                 if not sets <= family.cost_knobs:
                     fail(f"scales.{scale}.params.{key}", f"sets {', '.join(sorted(sets - family.cost_knobs))}; a scale "
                          f"may redefine only parameters that set cost knobs: {', '.join(sorted(family.cost_knobs))}")
+        if self.objectives and (self.objectives[0].metric, self.objectives[0].mode) != (family.metric, family.mode):
+            fail("objectives[0]", f"must be the family's metric {family.metric!r} ({family.mode}), which ASHA prunes on")
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            fail("objectives", f"each metric once: {metrics}")
         names = set(self.params) | set(self.fixed)
         for key, expr in self.derived.items():
             if key not in fields:
@@ -246,8 +275,7 @@ class SearchSpace(_Strict):
                         fail(f"warm_starts[{i}].params.{key}", f"{value!r} is not among the choices at scale {scale}")
             configs = [scaled.prior_centers()] + [w.params for w in scaled.warm_starts]
             for cfg in configs:
-                validate_settings(family.settings, self.resolve(self.base_settings(scale), cfg, family),
-                                  where=f"{where} (scale {scale})")
+                self.trial_settings(self.base_settings(scale), cfg, family, where=f"{where} (scale {scale})")
 
 
 def _move(base: FloatParam | IntParam | CategoricalParam, to: FloatParam | IntParam | CategoricalParam,
@@ -267,10 +295,14 @@ def _move(base: FloatParam | IntParam | CategoricalParam, to: FloatParam | IntPa
 # ---- safe arithmetic for derived parameters ----------------------------------------------------
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.Pow: operator.pow, ast.USub: operator.neg}
+ALLOWED_OPERATORS = "+ - * / ** and parentheses"
 
 
 def evaluate(expr: str, values: Mapping[str, Any]) -> float:
-    """Evaluate `+ - * / **` over numbers and names, e.g. ``"lr * lr_W_ratio"``."""
+    """Evaluate `+ - * / **` over numbers and names, e.g. ``"lr * lr_W_ratio"``.
+
+    Raises ValueError for anything else (naming what is allowed), ArithmeticError for e.g. a division by
+    zero, and ValueError for a name whose value is not a number."""
 
     def walk(node: ast.AST) -> float:
         if isinstance(node, ast.Expression):
@@ -278,12 +310,16 @@ def evaluate(expr: str, values: Mapping[str, Any]) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
             return node.value
         if isinstance(node, ast.Name):
-            return float(values[node.id])
+            value = values[node.id]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{node.id} = {value!r} is not a number")
+            return float(value)
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](walk(node.left), walk(node.right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](walk(node.operand))
-        raise ValueError(f"unsupported expression element {ast.dump(node)}")
+        raise ValueError(f"{ast.unparse(node)!r} is not allowed; derived expressions use numbers, names and "
+                         f"{ALLOWED_OPERATORS}")
 
     return walk(ast.parse(expr, mode="eval"))
 
@@ -297,22 +333,37 @@ def _names_in(expr: str, field: str, where: str) -> set[str]:
 
 
 # ---- discovery ---------------------------------------------------------------------------------
-def space_files() -> dict[str, Path]:
-    """Every space file by name: the shipped `search_spaces/<family>/*.yaml`, then $TUNER_SPACE_PATH."""
+def space_catalog() -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """Space files by name (stem): the shipped `search_spaces/<family>/*.yaml`, then $TUNER_SPACE_PATH.
+
+    Returns (name -> file for names given by one file, name -> files for names given by several). A user
+    file never silently shadows a shipped space: such a name is refused when loaded by name."""
     roots = [Path(str(files("search_spaces")))]
     roots += [Path(p) for p in os.environ.get(SPACE_PATH_ENV, "").split(os.pathsep) if p]
-    found: dict[str, Path] = {}
+    found: dict[str, list[Path]] = {}
     for root in roots:
         for path in sorted(root.glob("*/*.yaml")) + sorted(root.glob("*.yaml")):
-            found.setdefault(path.stem, path)
-    return found
+            if path not in found.setdefault(path.stem, []):
+                found[path.stem].append(path)
+    unique = {name: paths[0] for name, paths in found.items() if len(paths) == 1}
+    return unique, {name: paths for name, paths in found.items() if len(paths) > 1}
+
+
+def space_files() -> dict[str, Path]:
+    """Every space file whose name is given by that file only, by name."""
+    return space_catalog()[0]
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """Load and fully validate a space by name (`chaotic_100`) or by path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        known = space_files()
+        known, clashes = space_catalog()
+        if str(name_or_path) in clashes:
+            listed = ", ".join(str(p) for p in clashes[str(name_or_path)])
+            raise TunerInputError(f"space {str(name_or_path)!r} is defined by several files: {listed}. A file in "
+                                  f"{SPACE_PATH_ENV} may not reuse a shipped space's name: rename it, or pass the "
+                                  f"file's path as --space")
         if str(name_or_path) not in known:
             raise TunerInputError(f"unknown space {str(name_or_path)!r}.{close_names(str(name_or_path), known)} "
                                   f"List them with: python -m tuner spaces")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,8 +11,9 @@ import optuna
 import pandas as pd
 
 from tuner.family import Family
+from tuner.outcome import Outcome, best_trial, classify_end
 from tuner.search import distributions
-from tuner.space import SearchSpace
+from tuner.space import Objective, SearchSpace
 
 TOP_K = 3  # trials whose parameter range the key finding reports
 
@@ -42,6 +43,25 @@ def _range(values: pd.Series) -> str:
     return lo if lo == hi else f"{lo}-{hi}"
 
 
+def trials_frame(results: Iterable[Any], family: Family, max_reports: int,
+                 resolve: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per trial of a Ray `ResultGrid`: status (its `Outcome` label), the family's outcome, tuned
+    params, resolved settings (`resolve(params)`), last metrics."""
+    rows = []
+    for r in results:
+        m = dict(r.metrics or {})
+        status = classify_end(m, errored=r.error is not None, metric=family.metric, max_reports=max_reports)
+        metrics = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        row = {"trial_id": m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else ""), "status": status.label,
+               "outcome": family.classify(metrics) if metrics else "error",
+               "reports": m.get("training_iteration", 0), "time_total_s": m.get("time_total_s", 0.0)}
+        row.update({f"param.{k}": v for k, v in r.config.items()})
+        row.update({f"setting.{k}": v for k, v in resolve(r.config).items()})
+        row.update({f"metric.{k}": v for k, v in metrics.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def importance(space: SearchSpace, trials: pd.DataFrame, metric: str, mode: str) -> dict[str, float]:
     """fANOVA importance of the tuned parameters over the finite trials ({} when it can't be computed)."""
     dists = distributions(space)
@@ -65,11 +85,15 @@ def key_finding(space: SearchSpace, family: Family, trials: pd.DataFrame) -> str
     """A sentence generated from the results: the most important parameter and its range among the
     top trials, the success share, and divergences."""
     metric_col = f"metric.{family.metric}"
-    values = pd.to_numeric(trials[metric_col], errors="coerce")
+    values = pd.to_numeric(trials.get(metric_col, pd.Series(np.nan, index=trials.index)), errors="coerce")
     finite = trials[np.isfinite(values)]
     n, n_ok = len(trials), int((trials["outcome"] == family.success).sum())
     parts = []
-    if not finite.empty:
+    if finite.empty:
+        ended = trials["status"].value_counts()
+        parts.append(f"no trial reported a finite {family.metric} ("
+                     + ", ".join(f"{count} {label}" for label, count in ended.items()) + ")")
+    else:
         top = finite.sort_values(metric_col, ascending=family.mode == "min").head(TOP_K)
         imp = importance(space, trials, family.metric, family.mode)
         if imp:
@@ -80,8 +104,8 @@ def key_finding(space: SearchSpace, family: Family, trials: pd.DataFrame) -> str
             name = next(iter(space.params))
             parts.append(f"top {len(top)} trials use {name} {_range(top[f'param.{name}'])}")
     parts.append(f"{n_ok}/{n} {family.success}")
-    diverged = int((trials["status"] == "diverged").sum())
-    if diverged:
+    diverged = int((trials["status"] == Outcome.DIVERGED.label).sum())
+    if diverged and not finite.empty:
         parts.append(f"{diverged} diverged")
     return "; ".join(parts)
 
@@ -90,28 +114,49 @@ def regime_row(space: SearchSpace, family: Family, trials: pd.DataFrame, *, swee
                base: Mapping[str, Any]) -> dict[str, Any]:
     """The sweep's row of the family's regime comparison table."""
     spec = family.table
-    settings = family.settings.model_validate(space.resolve(base, space.prior_centers(), family)).model_dump()
+    settings = space.trial_settings(base, space.prior_centers(), family).model_dump()
     row: dict[str, Any] = {"Block": space.source.block if space.source.block is not None else "-",
                            "Space": space.name, "Sweep": sweep, "Scale": scale}
     row.update({k: fmt(v) for k, v in spec.regime(settings).items()})
     for title, metric in spec.descriptors.items():
         row[title] = _range(trials.get(f"metric.{metric}", pd.Series(dtype=float)))
     metric_col = f"metric.{family.metric}"
-    values = pd.to_numeric(trials[metric_col], errors="coerce")
-    finite = trials[np.isfinite(values)]
-    best = None if finite.empty else finite.loc[
-        (finite[metric_col].idxmax() if family.mode == "max" else finite[metric_col].idxmin())]
+    best = best_trial(trials, family.metric, family.mode)
     row[spec.best] = fmt(best[metric_col]) if best is not None else "-"
     for title, metric in spec.best_metrics.items():
         value = None if best is None else best.get(f"metric.{metric}")  # final metrics: absent if pruned
         row[title] = fmt(value) if isinstance(value, (int, float, np.number)) and np.isfinite(value) else "-"
     for title, setting in spec.key_params.items():
         row[title] = fmt(best[f"setting.{setting}"]) if best is not None else "-"
+    objectives = space.objectives_of(family)
+    for objective in objectives[1:]:  # multi-objective: the best of each metric, with its trial
+        top = best_trial(trials, objective.metric, objective.mode)
+        row[f"Best {objective.metric}"] = "-" if top is None else \
+            f"{fmt(top[f'metric.{objective.metric}'])} ({top['trial_id']})"
+    if len(objectives) > 1:
+        row["Pareto trials"] = len(pareto_front(trials, objectives, space.scales[scale].constraints))
     row[f"{family.success.capitalize()} share"] = f"{int((trials['outcome'] == family.success).sum())}/{len(trials)}"
     row["Trials"] = len(trials)
     row["Compute (min)"] = fmt(float(trials["time_total_s"].sum()) / 60)
     row["Key finding"] = key_finding(space, family, trials)
     return row
+
+
+def pareto_front(trials: pd.DataFrame, objectives: Sequence[Objective],
+                 constraints: Mapping[str, float]) -> pd.DataFrame:
+    """The finished trials within every constraint (metric <= bound) that no other such trial matches or beats
+    on every objective while beating it on one: trial id, tuned parameters and the objective values."""
+    columns = [f"metric.{o.metric}" for o in objectives]
+    done = trials[trials["status"] == Outcome.FINISHED.label]
+    for metric, bound in constraints.items():
+        done = done[pd.to_numeric(done.get(f"metric.{metric}"), errors="coerce") <= bound]
+    done = done[np.isfinite(done.reindex(columns=columns).apply(pd.to_numeric, errors="coerce")).all(axis=1)]
+    signs = np.array([-1.0 if o.mode == "max" else 1.0 for o in objectives])
+    cost = done[columns].to_numpy(float) * signs  # lower is better in every column
+    dominated = np.array([bool(np.any(np.all(cost <= c, axis=1) & np.any(cost < c, axis=1))) for c in cost],
+                         dtype=bool)
+    keep = ["trial_id", *[c for c in trials.columns if c.startswith("param.")], *columns]
+    return done.loc[~dominated, keep].reset_index(drop=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:

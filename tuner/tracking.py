@@ -1,4 +1,5 @@
-"""MLflow tracking for sweeps: a parent run per sweep, one nested child run per trial.
+"""Every MLflow call of the project: a parent run per sweep, one nested child run per trial, and the
+cross-sweep table read back. Functions take plain values (URIs, tags, tables), never the sweep plan.
 
 `MlflowTrialLogger` is a driver-side Ray Tune callback. Compared with Ray's MLflowLoggerCallback it
 - buffers metrics and sends them with `log_batch` (one call per flush, not one per metric);
@@ -16,44 +17,87 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
+import pandas as pd
+import requests
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.tune.logger import LoggerCallback
+from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT, TRIAL_ID
+
+from tuner.outcome import classify_end
+from tuner.storage import results_dir, unwritable_reason
+from tuner.validation import TunerInputError
 
 log = logging.getLogger(__name__)
 
 TRIAL_ID_TAG = "tuner.trial_id"
 PARENT_TAG = "mlflow.parentRunId"
-# Keys Ray adds to every result; they are bookkeeping, not measurements.
-RAY_KEYS = frozenset({"training_iteration", "time_this_iter_s", "time_total_s", "timestamp", "time_since_restore",
-                      "iterations_since_restore", "timesteps_total", "episodes_total", "timesteps_since_restore",
-                      "done", "pid", "hostname", "node_ip", "date", "experiment_id", "trial_id", "should_checkpoint",
-                      "checkpoint_dir_name", "config", "experiment_tag"})
+# Keys Ray adds to every result: bookkeeping, not measurements.
+RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | {DONE, TRIAL_ID, EXPERIMENT_TAG, SHOULD_CHECKPOINT}
+ROW_ARTIFACT = "regime_row.json"  # the sweep's regime row on its parent run, read back by `tuner table`
+TABLE_MARKDOWN = "regime_table.md"
+SWEEP_KIND_TAG = "tuner.kind"
+INTERRUPTED_TAG = "interrupted"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for log_batch
 MAX_PARAMS_PER_BATCH = 100
 MAX_BACKOFF_S = 60.0
 T = TypeVar("T")
 
 
+def default_tracking_uri() -> str:
+    """The embedded store: a sqlite file in the results folder."""
+    return f"sqlite:///{results_dir() / 'mlflow.db'}"
+
+
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "file")
+
+
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """Raise ConnectionError with a readable message if an http(s) tracking server does not answer."""
-    if not uri.startswith(("http://", "https://")):
+    """Refuse (TunerInputError naming --tracking-uri) a URI MLflow cannot use: an unknown scheme, a sqlite file
+    in a folder that cannot be written, or an http(s) server that does not answer. Writes nothing."""
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise TunerInputError(f"--tracking-uri: {uri!r} has no scheme MLflow can track to; allowed: "
+                              f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:////abs/path/mlflow.db)")
+    if scheme == "sqlite":
+        problem = unwritable_reason(Path(uri.removeprefix("sqlite:///")).parent)
+        if problem:
+            raise TunerInputError(f"--tracking-uri: {uri}: the store's folder {problem}")
+    if scheme not in ("http", "https"):
         return
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
             if response.status != 200:
-                raise ConnectionError(f"MLflow server {uri} answered HTTP {response.status} on /health")
+                raise TunerInputError(f"--tracking-uri: MLflow server {uri} answered HTTP {response.status} on /health")
     except (urllib.error.URLError, OSError) as err:
-        raise ConnectionError(f"cannot reach the MLflow tracking server {uri}: {getattr(err, 'reason', err)}") from None
+        raise TunerInputError(f"--tracking-uri: cannot reach the MLflow tracking server {uri}: "
+                              f"{getattr(err, 'reason', err)}") from None
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether an error may go away by itself (server down or busy, a locked sqlite file), so a retry may help.
+    Anything else (a bad URI, a full or read-only disk, a bug) is not retried."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
+            return True
+        if isinstance(seen, MlflowException) and seen.error_code in ("TEMPORARILY_UNAVAILABLE", "RESOURCE_EXHAUSTED"):
+            return True
+        if "database is locked" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def tracking_wait_s() -> float:
@@ -62,17 +106,85 @@ def tracking_wait_s() -> float:
 
 
 def call_with_retry(fn: Callable[[], T], what: str, wait_s: float) -> T:
-    """`fn()`, retried with back-off for up to `wait_s` seconds while it fails (tracking server down)."""
+    """`fn()`, retried with back-off for up to `wait_s` seconds while it fails transiently (tracking server down)."""
     deadline, delay = time.monotonic() + wait_s, 1.0
     while True:
         try:
             return fn()
         except Exception as err:
-            if time.monotonic() + delay > deadline:
+            if not is_transient(err) or time.monotonic() + delay > deadline:
                 raise
             log.warning("%s failed, retrying in %.0f s: %s", what, delay, err)
             time.sleep(delay)
             delay = min(2 * delay, MAX_BACKOFF_S)
+
+
+def start_sweep_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> tuple[str, str]:
+    """Create (or find) the experiment and the sweep's parent run: (experiment_id, run_id).
+
+    Beside a sqlite store, artifacts go to `<store>/mlartifacts/<experiment>`, not to ./mlruns of the cwd."""
+    artifacts = None  # a server decides
+    if tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri.removeprefix("sqlite:///")).parent
+        store.mkdir(parents=True, exist_ok=True)
+        artifacts = (store / "mlartifacts" / experiment).as_uri()
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifacts)
+    run = client.create_run(experiment_id, run_name=run_name, tags={SWEEP_KIND_TAG: "sweep", **tags})
+    return experiment_id, run.info.run_id
+
+
+def end_sweep_run(tracking_uri: str, run_id: str, table: pd.DataFrame, markdown: str, metrics: list[Metric],
+                  failure: str | None = None, extra_tables: Mapping[str, tuple[pd.DataFrame, str]] | None = None) -> None:
+    """The regime row (as an MLflow table and as markdown), any extra tables (name -> (table, markdown), logged
+    as name.json and name.md) and the summary metrics on the parent run, then end it FINISHED, or FAILED with
+    tag `failure_reason` when `failure` says why the sweep produced no result. A run already ended (a resumed
+    sweep that had ended) is left as it is."""
+    client = MlflowClient(tracking_uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return
+    client.log_table(run_id, table.astype(str), ROW_ARTIFACT)
+    client.log_text(run_id, markdown, TABLE_MARKDOWN)
+    for name, (extra, extra_markdown) in (extra_tables or {}).items():
+        client.log_table(run_id, extra.astype(str), f"{name}.json")
+        client.log_text(run_id, extra_markdown, f"{name}.md")
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag("failure_reason", failure)] if failure else [])
+    client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
+
+
+def mark_interrupted(tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+    """After Ctrl-C: end the parent run and its still-running child runs KILLED with tag `interrupted=true`,
+    so that no run is left RUNNING. `reopen_sweep_run` and the trial logger reopen them on resume."""
+    client = MlflowClient(tracking_uri)
+    running = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                                                                "attributes.status = 'RUNNING'", max_results=50000)
+    for run_id in [r.info.run_id for r in running] + [parent_run_id]:
+        client.set_tag(run_id, INTERRUPTED_TAG, "true")
+        client.set_terminated(run_id, "KILLED")
+
+
+def reopen_sweep_run(tracking_uri: str, parent_run_id: str) -> None:
+    """On resume: a parent run ended by `mark_interrupted` runs again."""
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(parent_run_id)
+    if run.data.tags.get(INTERRUPTED_TAG) == "true" and run.info.status == "KILLED":
+        client.set_tag(parent_run_id, INTERRUPTED_TAG, "false")
+        client.update_run(parent_run_id, status="RUNNING")
+
+
+def regime_rows(tracking_uri: str, experiment: str) -> pd.DataFrame | None:
+    """The regime rows of every finished sweep of `experiment`, oldest first (None when there are none)."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = [] if exp is None else client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{SWEEP_KIND_TAG}` = 'sweep' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"])
+    rows = []
+    for run in runs:
+        payload = json.loads(Path(client.download_artifacts(run.info.run_id, ROW_ARTIFACT)).read_text())
+        rows.append(pd.DataFrame(payload["data"], columns=payload["columns"]))
+    return pd.concat(rows, ignore_index=True) if rows else None
 
 
 def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -161,14 +273,9 @@ class MlflowTrialLogger(LoggerCallback):
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         last = trial.last_result or {}
         metrics = numeric_metrics(last)
-        diverged = metrics.get("diverged", 0.0) > 0 or (self.metric in metrics and not math.isfinite(metrics[self.metric]))
-        pruned = not failed and not diverged and int(last.get("training_iteration", 0)) < self.max_reports
-        status = "FAILED" if failed or diverged else "KILLED" if pruned else "FINISHED"
-        tags = [RunTag("outcome", self.classify(metrics) if metrics else "error"),
-                RunTag("pruned", str(pruned).lower()), RunTag("diverged", str(diverged).lower())]
-        if failed:
-            tags.append(RunTag("error", "true"))
-        self._ends[trial.trial_id] = (status, tags)
+        outcome = classify_end(last, errored=failed, metric=self.metric, max_reports=self.max_reports)
+        tags = {"outcome": self.classify(metrics) if metrics else "error", **outcome.mlflow_tags()}
+        self._ends[trial.trial_id] = (outcome.mlflow_status, [RunTag(k, v) for k, v in tags.items()])
         self._flush_unless_backing_off()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -213,10 +320,11 @@ class MlflowTrialLogger(LoggerCallback):
             self.calls += 1
         else:  # a restarted trial repeats reports from its checkpoint on: continue after the last one sent
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, INTERRUPTED_TAG, "false")
             sent = max((m.step for m in self.client.get_metric_history(run_id, self.metric)), default=0)
             self._pending[trial_id] = [m for m in self._pending.get(trial_id, []) if m.step > sent]
             self._last_step[trial_id] = max(sent, self._last_step.get(trial_id, 0))
-            self.calls += 2
+            self.calls += 3
         values = {**self.resolve(config), **{f"tuned.{k}": v for k, v in config.items()}}
         params = [Param(k, str(v)) for k, v in values.items()]
         for i in range(0, len(params), MAX_PARAMS_PER_BATCH):

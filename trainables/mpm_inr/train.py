@@ -8,22 +8,19 @@ every final metric.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from trainables.mpm_inr.metrics import compression_ratio, fit_metrics, linear_fit
 from trainables.mpm_inr.model import Siren
+from trainables.mpm_inr.settings import MpmInrSettings
 from trainables.mpm_inr.simulate import simulate_window
+from trainables.runtime import diverged_report, is_finite, pick_device
 from tuner.cache import cached_arrays
 from tuner.family import Session
-
-if TYPE_CHECKING:
-    from trainables.mpm_inr.family import MpmInrSettings
 
 SIMULATOR = "mls-mpm-discs/1"  # bump when simulate.py changes its output
 CHECK_EVERY = 1000  # steps between divergence checks (each one syncs the device)
@@ -48,13 +45,6 @@ def load_data(s: MpmInrSettings) -> tuple[np.ndarray, np.ndarray]:
     window = cached_arrays("mpm_inr", key, lambda: simulate_window(s.sim_particles, start, stop, s.sim_seed))
     subset = np.sort(np.random.default_rng(s.sim_seed).choice(s.sim_particles, s.n_particles, replace=False))
     return window["x"][:, subset], window[s.field][:, subset]
-
-
-def pick_device(name: str) -> torch.device:
-    """CUDA for "auto" when available, else CPU; "cuda" without CUDA is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' but CUDA is not available; use device=auto or cpu")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def network_inputs(s: MpmInrSettings, pos: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -128,8 +118,8 @@ def run(s: MpmInrSettings, session: Session) -> None:
         if step % CHECK_EVERY and step not in report_steps:
             continue
         mean_loss = loss_sum.item() / n_sum
-        if not math.isfinite(mean_loss):
-            session.report({"step": step, "loss": mean_loss, "final_r2": math.nan, "diverged": 1.0})
+        if not is_finite(mean_loss):
+            session.report(diverged_report(["final_r2"], {"step": step, "loss": mean_loss}))
             return
         if step not in report_steps:
             continue

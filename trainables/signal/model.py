@@ -46,6 +46,15 @@ class SignalGNN(nn.Module):
         self.lin_edge = mlp(1 + embedding_dim, hidden_dim)
         self.lin_phi = mlp(1 + embedding_dim, hidden_dim)
 
+    def configure_optimizers(self, lr_W: float, lr: float, lr_emb: float) -> torch.optim.Adam:
+        """Adam with lr_W for W (or W_L, W_R), lr for both MLPs, lr_emb for learnable embeddings."""
+        connectivity = [self.W_L, self.W_R] if self.factorized else [self.W]
+        groups = [{"params": connectivity, "lr": lr_W},
+                  {"params": [*self.lin_edge.parameters(), *self.lin_phi.parameters()], "lr": lr}]
+        if isinstance(self.a, nn.Parameter):
+            groups.append({"params": [self.a], "lr": lr_emb})
+        return torch.optim.Adam(groups, fused=True)
+
     @property
     def factorized(self) -> bool:
         return hasattr(self, "W_L")

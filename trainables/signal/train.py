@@ -5,41 +5,20 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from trainables.runtime import diverged_report, is_finite, pick_device, thread_limit
 from trainables.signal import metrics
 from trainables.signal.model import SignalGNN
+from trainables.signal.settings import SignalSettings, steps_per_epoch
 from trainables.signal.simulate import DT, integrate, load_or_simulate
 from tuner.family import Session
 
-if TYPE_CHECKING:
-    from trainables.signal.family import SignalSettings
-
 CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available (Ray sets CUDA_VISIBLE_DEVICES for GPU trials), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
-def steps_per_epoch(s: SignalSettings) -> int:
-    """Niter = int((n_frames * aug // B) * 0.2)."""
-    return int((s.n_frames * s.data_augmentation_loop // s.batch_size) * 0.2)
-
-
-def make_optimizer(model: SignalGNN, s: SignalSettings) -> torch.optim.Adam:
-    """Adam with lr_W for W (or W_L, W_R), lr for both MLPs, lr_emb for learnable embeddings."""
-    groups = [{"params": [p for name, p in model.named_parameters() if name.startswith("W")], "lr": s.lr_W},
-              {"params": [*model.lin_edge.parameters(), *model.lin_phi.parameters()], "lr": s.lr}]
-    if isinstance(model.a, torch.nn.Parameter):
-        groups.append({"params": [model.a], "lr": s.lr_emb})
-    return torch.optim.Adam(groups, fused=True)
+FINAL_METRICS = ("connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy", "final_loss")
 
 
 def loss_coefficients(s: SignalSettings, epoch: int) -> tuple[float, float]:
@@ -114,12 +93,8 @@ def final_metrics(model: SignalGNN, data: dict[str, np.ndarray], s: SignalSettin
 
 def run(s: SignalSettings, session: Session) -> None:
     """Train the GNN on simulated data, reporting `n_reports` times; resumes from `session.checkpoint`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one CPU per trial, as the family requests; more threads only contend
-    try:
+    with thread_limit(1):  # one CPU per trial, as the family requests; more threads only contend
         _run(s, session)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(s: SignalSettings, session: Session) -> None:
@@ -137,7 +112,7 @@ def _run(s: SignalSettings, session: Session) -> None:
     torch.manual_seed(s.train_seed)
     model = SignalGNN(n, s.embedding_dim, s.hidden_dim, s.low_rank if s.low_rank_factorization else None,
                       learn_embedding=s.n_types > 1).to(device)
-    optimizer = make_optimizer(model, s)
+    optimizer = model.configure_optimizers(s.lr_W, s.lr, s.lr_emb)
     rng = np.random.default_rng(s.train_seed)                             # frame sampling
     niter = steps_per_epoch(s)
     total_steps = s.n_epochs * niter
@@ -165,11 +140,10 @@ def _run(s: SignalSettings, session: Session) -> None:
         u_batch, target = u[k], du[k]                                     # (B, N): input u_k, target du/dt at k
         loss, prediction_loss = step_loss(model, u_batch, target, delta, coeff_l1, coeff_diff, s.coeff_lin_phi_zero)
         value = prediction_loss.item()
-        if not math.isfinite(value) or not math.isfinite(loss.item()):   # diverged: a normal outcome
-            nan_metrics = dict.fromkeys(["connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy",
-                                         "final_loss"], math.nan)
-            session.report({"loss": value / n, "step": float(state["step"]), **nan_metrics, **descriptors,
-                            "training_time_min": state["train_seconds"] / 60, "diverged": 1.0})
+        if not is_finite(value, loss.item()):                            # diverged: a normal outcome
+            session.report(diverged_report(FINAL_METRICS, {
+                "loss": value / n, "step": float(state["step"]), **descriptors,
+                "training_time_min": state["train_seconds"] / 60}))
             return
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,7 +157,7 @@ def _run(s: SignalSettings, session: Session) -> None:
         if state["step"] % niter == 0:
             state["final_loss"] = state["epoch_loss"] / n                 # last epoch: sum_steps ||P - Y|| / N
             state["epoch_loss"] = 0.0
-            optimizer = make_optimizer(model, s)  # [quirk, spec §4.3] Adam re-created, moments reset, each epoch
+            optimizer = model.configure_optimizers(s.lr_W, s.lr, s.lr_emb)  # [quirk, spec §4.3] Adam re-created, moments reset, each epoch
         if state["step"] in report_steps:
             report = {"loss": state["report_loss"] / state["report_steps"] / n,
                       "connectivity_R2": connectivity_score(model, data["W"], xnorm), "step": float(state["step"])}

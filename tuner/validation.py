@@ -1,4 +1,5 @@
-"""Validation of user-supplied settings against a family's schema, with errors people can act on."""
+"""User input: its error type (the CLI exits 2 on it), the allowed choices, and validation of settings,
+`--set` pairs and schemas, with messages people can act on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+
+SEARCHERS = ("tpe", "random")  # --searcher
+SCHEDULERS = ("asha", "none")  # --scheduler
 
 
 class TunerInputError(ValueError):

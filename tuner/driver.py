@@ -1,0 +1,252 @@
+"""The driver side of a sweep on Ray Tune: build (plan, parent run, plan file, Tuner) → fit → finish (tables,
+MLflow parent run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from mlflow.entities import Metric
+from ray import tune
+
+from tuner.cluster import check_cluster_inputs, cluster_reason
+from tuner.outcome import best_trial
+from tuner.plan import SweepPlan, TrackingIds, ensure_ray, plan_sweep, read_plan, write_plan
+from tuner.progress import ProgressPrinter
+from tuner.schedule import NonFiniteStopper, make_scheduler
+from tuner.search import TruthfulOptunaSearch, distributions, make_sampler
+from tuner.space import SearchSpace
+from tuner.storage import prune_checkpoints, results_dir
+from tuner.table import pareto_front, regime_row, to_markdown, trials_frame
+from tuner.tracking import (
+    MlflowTrialLogger,
+    call_with_retry,
+    end_sweep_run,
+    mark_interrupted,
+    reopen_sweep_run,
+    start_sweep_run,
+    tracking_wait_s,
+)
+from tuner.trial import make_trainable
+from tuner.validation import TunerInputError
+
+
+# ---- building --------------------------------------------------------------------------------------
+def _trial_dirname(trial: Any) -> str:
+    return trial.trial_id
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _callbacks(plan: SweepPlan, ids: TrackingIds) -> list[Any]:
+    family = plan.family
+    return [
+        MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
+                          max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
+                          run_prefix=plan.space["name"], wait_s=tracking_wait_s()),
+        ProgressPrinter(family.metric, plan.max_reports, plan.samples),
+    ]
+
+
+def _trainable(plan: SweepPlan) -> Any:
+    return make_trainable(plan.space, plan.base, plan.family.resources[plan.scale].as_dict())
+
+
+def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
+    family, space = plan.family, plan.search_space
+    metric, mode, max_t = family.metric, family.mode, plan.max_reports
+    objectives = space.objectives_of(family)
+    if space.params:
+        many = len(objectives) > 1
+        search_alg = TruthfulOptunaSearch(
+            space=distributions(space), max_t=max_t, constraints=space.scales[plan.scale].constraints,
+            metric=[o.metric for o in objectives] if many else metric,
+            mode=[o.mode for o in objectives] if many else mode,
+            sampler=make_sampler(space, plan.searcher, plan.priors, plan.seed),
+            points_to_evaluate=[dict(w.params) for w in space.warm_starts][:plan.samples] or None)
+    else:
+        search_alg = None  # everything pinned: repeat the one configuration
+    return tune.Tuner(
+        _trainable(plan),
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg,
+            scheduler=make_scheduler(plan.scheduler, space, metric, mode, max_t, plan.experiment_path),
+            num_samples=plan.samples, max_concurrent_trials=plan.max_concurrent, reuse_actors=True,
+            trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=plan.name, storage_path=plan.storage, stop=NonFiniteStopper(metric), verbose=0,
+            callbacks=_callbacks(plan, ids), failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))  # all: see storage.prune_checkpoints
+
+
+def _environment() -> None:
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we checkpoint each report
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # without the per-trial CSV/JSON files it warns once per trial; results come from the trials themselves
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state stored every 2 s: a resume loses little
+    # MLflow's HTTP client would retry for minutes inside the Tune loop; the trial logger buffers and retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A built sweep: the configured Tuner (open to customization), its plan and its MLflow ids."""
+
+    tuner: tune.Tuner
+    plan: SweepPlan
+    ids: TrackingIds
+
+
+def build(space: str | Path | SearchSpace, **options: Any) -> Sweep:
+    """Plan (validation only), then write the parent run and the plan file, then build the Tuner.
+    Options as for `sweep`."""
+    _environment()
+    plan = plan_sweep(space, **options)
+    print(f"scale: {plan.scale} ({plan.scale_reason})", flush=True)
+    tags = {"space": plan.space["name"], "scale": plan.scale, "seed": str(plan.seed), "searcher": plan.searcher,
+            "priors": str(plan.priors).lower(), "scheduler": plan.scheduler, "git_commit": _git_commit(),
+            "experiment_path": plan.experiment_path, "mlflow.note.content": plan.space["description"]}
+    experiment_id, run_id = call_with_retry(
+        lambda: start_sweep_run(plan.tracking_uri, plan.family.name, plan.name, tags),
+        "MLflow: creating the sweep's parent run", tracking_wait_s())
+    ids = TrackingIds(experiment_id=experiment_id, parent_run_id=run_id)
+    write_plan(plan, ids)
+    return Sweep(tuner=_tuner_from_plan(plan, ids), plan=plan, ids=ids)
+
+
+# ---- fitting ---------------------------------------------------------------------------------------
+def _sentinel_sigint(sig: int, frame: Any) -> None:
+    signal.default_int_handler(sig, frame)
+
+
+def fit(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
+    """`tuner.fit()`, and whether Ctrl-C cut it short. During fit Ray swaps in its own SIGINT handler and,
+    on Ctrl-C, puts back the one it found: finding our sentinel back afterwards means Ray caught one."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _sentinel_sigint) if in_main else None
+    try:
+        results = tuner.fit()
+    finally:
+        caught = in_main and signal.getsignal(signal.SIGINT) is _sentinel_sigint
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    return results, caught
+
+
+# ---- finishing -------------------------------------------------------------------------------------
+@dataclass
+class SweepOutcome:
+    """What a sweep produced. An interrupted sweep has no tables yet (`table`, `trials` None): resume it.
+    `failure` says why a sweep that ended produced no result (no trial reported a finite metric)."""
+
+    results: tune.ResultGrid
+    table: pd.DataFrame | None
+    trials: pd.DataFrame | None
+    parent_run_id: str
+    table_path: Path
+    plan: SweepPlan
+    interrupted: bool = False
+    failure: str | None = None
+
+
+def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrupted: bool = False) -> SweepOutcome:
+    """Tabulate a fitted sweep: regime row to results/<space>/<sweep>/ and to the MLflow parent run, which ends
+    FINISHED, or FAILED when no trial produced the metric. An interrupted sweep (or one with trials still
+    missing) is left open for `resume`."""
+    family, space = plan.family, plan.search_space
+    out = results_dir() / space.name / plan.name
+    if interrupted or len(results) < plan.samples:
+        try:  # briefly: a user who pressed Ctrl-C should not wait for a tracking server that is down
+            call_with_retry(lambda: mark_interrupted(plan.tracking_uri, ids.experiment_id, ids.parent_run_id),
+                            "MLflow: marking the sweep interrupted", min(10.0, tracking_wait_s()))
+        except Exception as err:
+            print(f"warning: MLflow did not take the interruption ({err}); resume reopens the runs", flush=True)
+        return SweepOutcome(results=results, table=None, trials=None, parent_run_id=ids.parent_run_id,
+                            table_path=out / "regime_table.md", plan=plan, interrupted=True)
+    trials = trials_frame(results, family, plan.max_reports, plan.resolve)
+    table = pd.DataFrame([regime_row(space, family, trials, sweep=plan.name, scale=plan.scale, base=plan.base)])
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(out / "regime_table.parquet")
+    (out / "regime_table.md").write_text(to_markdown(table) + "\n")
+    trials.to_parquet(out / "trials.parquet")
+    extra_tables = {}
+    objectives = space.objectives_of(family)
+    if len(objectives) > 1:
+        pareto = pareto_front(trials, objectives, space.scales[plan.scale].constraints)
+        pareto.to_parquet(out / "pareto_front.parquet")
+        (out / "pareto_front.md").write_text(to_markdown(pareto) + "\n")
+        extra_tables["pareto_front"] = (pareto, to_markdown(pareto))
+    prune_checkpoints(plan.experiment_path, set(trials["trial_id"]))
+    summary = {"n_trials": len(trials),
+               f"{family.success}_share": float((trials["outcome"] == family.success).mean()),
+               "compute_min": float(trials["time_total_s"].sum()) / 60}
+    best = best_trial(trials, family.metric, family.mode)
+    failure = None if best is not None else table["Key finding"].iloc[0]
+    if best is not None:
+        summary[f"best_{family.metric}"] = float(best[f"metric.{family.metric}"])
+    stamp = int(time.time() * 1000)  # fixed, so that a retried send stores nothing twice
+    metrics = [Metric(k, v, stamp, 0) for k, v in summary.items()]
+    try:
+        call_with_retry(lambda: end_sweep_run(plan.tracking_uri, ids.parent_run_id, table, to_markdown(table),
+                                              metrics, failure, extra_tables),
+                        "MLflow: logging the regime table", tracking_wait_s())
+    except Exception as err:  # the sweep is done and tabulated in `out`; only MLflow is missing it
+        print(f"warning: MLflow did not take the regime table ({err}). It is in {out}; once the server is "
+              f"back, send it with: python -m tuner resume {plan.experiment_path}", flush=True)
+    return SweepOutcome(results=results, table=table, trials=trials, parent_run_id=ids.parent_run_id,
+                        table_path=out / "regime_table.md", plan=plan, failure=failure)
+
+
+def _fit_and_finish(tuner: tune.Tuner, plan: SweepPlan, ids: TrackingIds) -> SweepOutcome:
+    """Fit, then finish; a Ctrl-C while finishing leaves the sweep interrupted (resume finishes it)."""
+    results, interrupted = fit(tuner)
+    try:
+        return finish(results, plan, ids, interrupted)
+    except KeyboardInterrupt:
+        return finish(results, plan, ids, interrupted=True)
+
+
+def sweep(space: str | Path | SearchSpace, **options: Any) -> SweepOutcome:
+    """Run a sweep end to end. Options: scale, samples, overrides (["k=v"] or dict), searcher
+    ("tpe"|"random"), priors, scheduler ("asha"|"none"), max_concurrent, seed, name, storage,
+    tracking_uri, address. Returns the ResultGrid, the regime table, the trials and the parent run id."""
+    built = build(space, **options)
+    return _fit_and_finish(built.tuner, built.plan, built.ids)
+
+
+def resume(experiment_path: str, address: str | None = None) -> SweepOutcome:
+    """Continue an interrupted sweep from its Ray experiment folder (local path or URI)."""
+    _environment()
+    plan, ids = read_plan(experiment_path)
+    ensure_ray(address)
+    cluster = cluster_reason(address)
+    if cluster:
+        check_cluster_inputs(plan.storage, plan.tracking_uri, cluster)
+    if not tune.Tuner.can_restore(plan.experiment_path):
+        raise TunerInputError(f"resume: {experiment_path} has no restorable Ray Tune state")
+    # errored trials stay errored: a resume continues what was cut short, it does not re-run failures
+    tuner = tune.Tuner.restore(plan.experiment_path, trainable=_trainable(plan), resume_unfinished=True,
+                               resume_errored=False)
+    call_with_retry(lambda: reopen_sweep_run(plan.tracking_uri, ids.parent_run_id), "MLflow: reopening the sweep",
+                    tracking_wait_s())
+    return _fit_and_finish(tuner, plan, ids)

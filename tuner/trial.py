@@ -1,0 +1,51 @@
+"""What runs inside a Ray trial: the `Session` a family sees, and the function trainable around `Family.run`."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+
+from tuner.family import get_family
+from tuner.space import SearchSpace
+
+
+class RaySession:
+    """The `Session` a family sees inside a Ray trial: reports and checkpoints go through ray.tune."""
+
+    def __init__(self) -> None:
+        ckpt = tune.get_checkpoint()
+        self._checkpoint = Path(ckpt.to_directory()) if ckpt is not None else None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        return self._checkpoint
+
+    def report(self, metrics: Mapping[str, float], save: Callable[[Path], None] | None = None) -> None:
+        result = {**metrics, "ray_gpus": float(len(ray.get_gpu_ids()))}  # GPUs Ray assigned to this trial
+        if save is None:
+            tune.report(result)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            save(Path(d))
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def make_trainable(space: Mapping[str, Any], base: Mapping[str, Any], resources: Mapping[str, float]) -> Any:
+    """The Ray function trainable of a sweep over `space` (a dumped SearchSpace) with `base` settings:
+    each trial resolves its settings and runs the family, with `resources` per trial."""
+    family_name, space_data, base_settings = space["family"], dict(space), dict(base)
+
+    def trial(config: dict[str, Any]) -> None:
+        logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
+        family = get_family(family_name)
+        settings = SearchSpace.model_validate(space_data).trial_settings(base_settings, config, family)
+        family.run(settings, RaySession())
+
+    trial.__name__ = family_name
+    return tune.with_resources(trial, dict(resources))
