@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", choices=SCHEDULERS, default="asha")
     s.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
     s.add_argument("--seed", type=int, default=0, help="searcher seed")
+    s.add_argument("--replicates", type=int, help="after the search, re-run the best config(s) on this many "
+                                                  "further data draws (default: the space's)")
     s.add_argument("--name", help="sweep name (default: <space>-<scale>-<time>)")
     s.add_argument("--storage", help="Ray experiment storage: a path or s3://... (default: results/ray)")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<abs>/results/mlflow.db)")
@@ -148,13 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_inputs(args.space, scale=args.scale, samples=args.samples, overrides=args.set,
                          searcher=args.searcher, priors=not args.no_priors, scheduler=args.scheduler,
-                         max_concurrent=args.max_concurrent)
+                         max_concurrent=args.max_concurrent, replicates=args.replicates)
             from tuner.driver import sweep
 
             return _summary(sweep(args.space, scale=args.scale, samples=args.samples, overrides=args.set,
                            searcher=args.searcher, priors=not args.no_priors, scheduler=args.scheduler,
                            max_concurrent=args.max_concurrent, seed=args.seed, name=args.name, storage=args.storage,
-                           tracking_uri=args.tracking_uri, address=args.address))
+                           tracking_uri=args.tracking_uri, address=args.address, replicates=args.replicates))
         elif args.command == "resume":
             from tuner.driver import resume
 

@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from mlflow.entities import Metric
 from ray import tune
+from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from tuner.cluster import check_cluster_inputs, cluster_reason
 from tuner.outcome import best_trial
 from tuner.plan import SweepPlan, TrackingIds, ensure_ray, plan_sweep, read_plan, write_plan
 from tuner.progress import ProgressPrinter
-from tuner.schedule import NonFiniteStopper, make_scheduler
+from tuner.schedule import NonFiniteStopper, ResumableASHA, SchedulerState, make_scheduler
 from tuner.search import TruthfulOptunaSearch, distributions, make_sampler
 from tuner.space import SearchSpace
 from tuner.storage import prune_checkpoints, results_dir
@@ -53,9 +55,10 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _callbacks(plan: SweepPlan, ids: TrackingIds) -> list[Any]:
+def _callbacks(plan: SweepPlan, ids: TrackingIds, scheduler: Any) -> list[Any]:
     family = plan.family
-    return [
+    kept = [SchedulerState(scheduler)] if isinstance(scheduler, ResumableASHA) else []
+    return kept + [
         MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
                           max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
                           run_prefix=plan.space["name"], wait_s=tracking_wait_s()),
@@ -71,6 +74,7 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
     family, space = plan.family, plan.search_space
     metric, mode, max_t = family.metric, family.mode, plan.max_reports
     objectives = space.objectives_of(family)
+    scheduler = make_scheduler(plan.scheduler, space, metric, mode, max_t)
     if space.params:
         many = len(objectives) > 1
         search_alg = TruthfulOptunaSearch(
@@ -84,13 +88,12 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
     return tune.Tuner(
         _trainable(plan),
         tune_config=tune.TuneConfig(
-            search_alg=search_alg,
-            scheduler=make_scheduler(plan.scheduler, space, metric, mode, max_t, plan.experiment_path),
+            search_alg=search_alg, scheduler=scheduler,
             num_samples=plan.samples, max_concurrent_trials=plan.max_concurrent, reuse_actors=True,
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=plan.storage, stop=NonFiniteStopper(metric), verbose=0,
-            callbacks=_callbacks(plan, ids), failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            callbacks=_callbacks(plan, ids, scheduler), failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))  # all: see storage.prune_checkpoints
 
 
@@ -100,6 +103,8 @@ def _environment() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # without the per-trial CSV/JSON files it warns once per trial; results come from the trials themselves
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # replicates pass their configs as points over constant defaults, which it warns about once per point
+    logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # experiment state stored every 2 s: a resume loses little
@@ -167,28 +172,85 @@ class SweepOutcome:
     plan: SweepPlan
     interrupted: bool = False
     failure: str | None = None
+    replicates: pd.DataFrame | None = None  # the replicate phase's trials (best configs on further draws)
+
+
+def _interrupted(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, out: Path) -> SweepOutcome:
+    """A sweep cut short: its runs are marked interrupted (not left RUNNING); `resume` continues it."""
+    try:  # briefly: a user who pressed Ctrl-C should not wait for a tracking server that is down
+        call_with_retry(lambda: mark_interrupted(plan.tracking_uri, ids.experiment_id, ids.parent_run_id),
+                        "MLflow: marking the sweep interrupted", min(10.0, tracking_wait_s()))
+    except Exception as err:
+        print(f"warning: MLflow did not take the interruption ({err}); resume reopens the runs", flush=True)
+    return SweepOutcome(results=results, table=None, trials=None, parent_run_id=ids.parent_run_id,
+                        table_path=out / "regime_table.md", plan=plan, interrupted=True)
+
+
+def replicate_configs(plan: SweepPlan, trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """The best `replicate_top` trials' parameters, each on `replicates` further data draws (draw + 1, + 2, ...)."""
+    family = plan.family
+    column = f"metric.{family.metric}"
+    finite = trials[np.isfinite(pd.to_numeric(trials[column], errors="coerce"))]
+    top = finite.sort_values(column, ascending=family.mode == "min").head(plan.replicate_top)
+    names = [c for c in trials.columns if c.startswith("param.")]
+    configs = []
+    for _, row in top.iterrows():
+        tuned = {c.removeprefix("param."): getattr(row[c], "item", lambda v=row[c]: v)() for c in names}
+        draw = plan.resolve(tuned)[family.draw]
+        configs += [{**tuned, family.draw: draw + i} for i in range(1, plan.replicates + 1)]
+    return configs
+
+
+def _replicate(plan: SweepPlan, ids: TrackingIds, trials: pd.DataFrame) -> tuple[tune.ResultGrid, bool]:
+    """Re-run the best configs on further data draws as a second Ray experiment beside the sweep's (child runs
+    tagged replicate=true); a restarted driver continues it."""
+    family, path = plan.family, f"{plan.experiment_path}-replicates"
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=_trainable(plan), resume_unfinished=True, resume_errored=False)
+    else:
+        configs = replicate_configs(plan, trials)
+        print(f"replicates: the best {plan.replicate_top} config(s) on {plan.replicates} further draws of "
+              f"{family.draw}", flush=True)
+        tuner = tune.Tuner(
+            _trainable(plan), param_space=dict(configs[0]),
+            tune_config=tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=configs),
+                                        num_samples=len(configs), max_concurrent_trials=plan.max_concurrent,
+                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(
+                name=path.rsplit("/", 1)[-1], storage_path=plan.storage, stop=NonFiniteStopper(family.metric),
+                verbose=0, failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+                callbacks=[MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id,
+                                             metric=family.metric, max_reports=plan.max_reports, resolve=plan.resolve,
+                                             classify=family.classify, run_prefix=f"{plan.space['name']}-replicate",
+                                             wait_s=tracking_wait_s(), replicate=True),
+                           ProgressPrinter(family.metric, plan.max_reports, len(configs))]))
+    return fit(tuner)
 
 
 def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrupted: bool = False) -> SweepOutcome:
-    """Tabulate a fitted sweep: regime row to results/<space>/<sweep>/ and to the MLflow parent run, which ends
-    FINISHED, or FAILED when no trial produced the metric. An interrupted sweep (or one with trials still
-    missing) is left open for `resume`."""
+    """Tabulate a fitted sweep (after its replicate phase, if any): regime row to results/<space>/<sweep>/ and
+    to the MLflow parent run, which ends FINISHED, or FAILED when no trial produced the metric. An interrupted
+    sweep (or one with trials still missing) is left open for `resume`."""
     family, space = plan.family, plan.search_space
     out = results_dir() / space.name / plan.name
     if interrupted or len(results) < plan.samples:
-        try:  # briefly: a user who pressed Ctrl-C should not wait for a tracking server that is down
-            call_with_retry(lambda: mark_interrupted(plan.tracking_uri, ids.experiment_id, ids.parent_run_id),
-                            "MLflow: marking the sweep interrupted", min(10.0, tracking_wait_s()))
-        except Exception as err:
-            print(f"warning: MLflow did not take the interruption ({err}); resume reopens the runs", flush=True)
-        return SweepOutcome(results=results, table=None, trials=None, parent_run_id=ids.parent_run_id,
-                            table_path=out / "regime_table.md", plan=plan, interrupted=True)
+        return _interrupted(results, plan, ids, out)
     trials = trials_frame(results, family, plan.max_reports, plan.resolve)
-    table = pd.DataFrame([regime_row(space, family, trials, sweep=plan.name, scale=plan.scale, base=plan.base)])
+    best = best_trial(trials, family.metric, family.mode)
+    replicates = None
+    if plan.replicates and best is not None:
+        replicate_results, cut = _replicate(plan, ids, trials)
+        if cut:
+            return _interrupted(results, plan, ids, out)
+        replicates = trials_frame(replicate_results, family, plan.max_reports, plan.resolve)
+    table = pd.DataFrame([regime_row(space, family, trials, sweep=plan.name, scale=plan.scale, base=plan.base,
+                                     replicates=replicates)])
     out.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out / "regime_table.parquet")
     (out / "regime_table.md").write_text(to_markdown(table) + "\n")
     trials.to_parquet(out / "trials.parquet")
+    if replicates is not None:
+        replicates.to_parquet(out / "replicates.parquet")
     extra_tables = {}
     objectives = space.objectives_of(family)
     if len(objectives) > 1:
@@ -200,7 +262,6 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
     summary = {"n_trials": len(trials),
                f"{family.success}_share": float((trials["outcome"] == family.success).mean()),
                "compute_min": float(trials["time_total_s"].sum()) / 60}
-    best = best_trial(trials, family.metric, family.mode)
     failure = None if best is not None else table["Key finding"].iloc[0]
     if best is not None:
         summary[f"best_{family.metric}"] = float(best[f"metric.{family.metric}"])
@@ -214,7 +275,7 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
         print(f"warning: MLflow did not take the regime table ({err}). It is in {out}; once the server is "
               f"back, send it with: python -m tuner resume {plan.experiment_path}", flush=True)
     return SweepOutcome(results=results, table=table, trials=trials, parent_run_id=ids.parent_run_id,
-                        table_path=out / "regime_table.md", plan=plan, failure=failure)
+                        table_path=out / "regime_table.md", plan=plan, failure=failure, replicates=replicates)
 
 
 def _fit_and_finish(tuner: tune.Tuner, plan: SweepPlan, ids: TrackingIds) -> SweepOutcome:
@@ -229,7 +290,7 @@ def _fit_and_finish(tuner: tune.Tuner, plan: SweepPlan, ids: TrackingIds) -> Swe
 def sweep(space: str | Path | SearchSpace, **options: Any) -> SweepOutcome:
     """Run a sweep end to end. Options: scale, samples, overrides (["k=v"] or dict), searcher
     ("tpe"|"random"), priors, scheduler ("asha"|"none"), max_concurrent, seed, name, storage,
-    tracking_uri, address. Returns the ResultGrid, the regime table, the trials and the parent run id."""
+    tracking_uri, address, replicates. Returns the ResultGrid, the regime table, the trials and the parent run id."""
     built = build(space, **options)
     return _fit_and_finish(built.tuner, built.plan, built.ids)
 

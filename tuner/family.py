@@ -89,6 +89,7 @@ class Family:
     resources: Mapping[str, Resources]  # per scale: smoke, cpu, full
     table: RegimeTable
     description: str = ""
+    draw: str | None = None  # the setting that picks the data draw (a simulation seed): `--replicates` varies it
 
     def __post_init__(self) -> None:
         missing = [s for s in SCALES if s not in self.resources]
@@ -99,6 +100,8 @@ class Family:
         unknown = set(self.cost_knobs) - set(self.settings.model_fields)
         if unknown:
             raise ValueError(f"family {self.name!r}: cost_knobs {sorted(unknown)} are not settings")
+        if self.draw is not None and self.draw not in self.settings.model_fields:
+            raise ValueError(f"family {self.name!r}: draw {self.draw!r} is not a setting")
 
 
 def _load(ep: Any) -> Family:

@@ -43,6 +43,8 @@ class SweepPlan:
     storage: str
     tracking_uri: str
     overrides: dict[str, str] = field(default_factory=dict)
+    replicates: int = 0  # further data draws each of the best `replicate_top` configs re-runs on
+    replicate_top: int = 1
     max_failures: int = 0  # retries per trial from its last checkpoint (cluster mode: node loss)
 
     @cached_property
@@ -102,8 +104,10 @@ def ensure_ray(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=True)
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        local = {} if address else {"runtime_env": {"worker_process_setup_hook":
+                                                    "tuner.trial.ignore_terminal_interrupts"}}
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=True, **local)
 
 
 def choose_scale(scale: str | None) -> tuple[str, str]:
@@ -146,7 +150,8 @@ class CheckedInputs:
 
 def check_inputs(space: str | Path | SearchSpace, *, scale: str | None = None, samples: int | None = None,
                  overrides: Mapping[str, str] | list[str] | None = None, searcher: str = "tpe", priors: bool = True,
-                 scheduler: str = "asha", max_concurrent: int | None = None) -> CheckedInputs:
+                 scheduler: str = "asha", max_concurrent: int | None = None,
+                 replicates: int | None = None) -> CheckedInputs:
     """Check the space and every option against the family's schema. Loads neither Ray, MLflow nor torch,
     so bad input is answered in about a second."""
     raw = parse_set_args(overrides) if isinstance(overrides, list) else dict(overrides or {})
@@ -162,6 +167,10 @@ def check_inputs(space: str | Path | SearchSpace, *, scale: str | None = None, s
         raise TunerInputError(f"--samples: must be at least 1 (got {samples})")
     if max_concurrent is not None and max_concurrent < 1:
         raise TunerInputError(f"--max-concurrent: must be at least 1 (got {max_concurrent})")
+    if replicates is not None and replicates < 0:
+        raise TunerInputError(f"--replicates: must be 0 or more (got {replicates})")
+    if (sp.replicates if replicates is None else replicates) and family.draw is None:
+        raise TunerInputError(f"--replicates: family {family.name!r} names no data-draw setting to vary")
     fields = set(family.settings.model_fields)
     for key in raw:
         if key not in fields and key not in sp.params:
@@ -182,14 +191,14 @@ def check_inputs(space: str | Path | SearchSpace, *, scale: str | None = None, s
 def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, samples: int | None = None,
                overrides: Mapping[str, str] | list[str] | None = None, searcher: str = "tpe", priors: bool = True,
                scheduler: str = "asha", max_concurrent: int | None = None, seed: int = 0, name: str | None = None,
-               storage: str | None = None, tracking_uri: str | None = None,
-               address: str | None = None) -> SweepPlan:
+               storage: str | None = None, tracking_uri: str | None = None, address: str | None = None,
+               replicates: int | None = None) -> SweepPlan:
     """Validate every input and decide every default. Writes nothing (it may start Ray)."""
     from tuner.cluster import CLUSTER_MAX_FAILURES, check_cluster_inputs, cluster_reason
     from tuner.tracking import check_tracking_uri, default_tracking_uri
 
     inputs = check_inputs(space, scale=scale, samples=samples, overrides=overrides, searcher=searcher, priors=priors,
-                          scheduler=scheduler, max_concurrent=max_concurrent)
+                          scheduler=scheduler, max_concurrent=max_concurrent, replicates=replicates)
     sp, family, settings_overrides = inputs.space, inputs.family, inputs.settings_overrides
     problem = unwritable_reason(results_dir())
     if problem:
@@ -215,6 +224,7 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
                      searcher=searcher, priors=priors, scheduler=scheduler, max_concurrent=max_concurrent, seed=seed,
                      name=name or f"{sp.name}-{scale}-{time.strftime('%Y%m%d-%H%M%S')}",
                      storage=storage, tracking_uri=tracking_uri, overrides=inputs.overrides,
+                     replicates=sp.replicates if replicates is None else replicates, replicate_top=sp.replicate_top,
                      max_failures=CLUSTER_MAX_FAILURES if cluster else 0)
     if exists(plan.experiment_path):
         raise TunerInputError(f"--name: experiment {plan.experiment_path} already exists; "

@@ -119,7 +119,7 @@ class TruthfulOptunaSearch(OptunaSearch):
 
     # Ray 2.60's OptunaSearch keeps its study and trials in private fields; this class reads them here and
     # only here. `__init__` fails loudly if a Ray upgrade moved them (tests/test_search.py builds one).
-    RAY_PRIVATE_FIELDS = ("_ot_study", "_ot_trials", "_completed_trials")
+    RAY_PRIVATE_FIELDS = ("_ot_study", "_ot_trials", "_completed_trials", "_metric")
 
     def __init__(self, *args: Any, max_t: int, constraints: Mapping[str, float] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -133,11 +133,17 @@ class TruthfulOptunaSearch(OptunaSearch):
 
     @property
     def objectives(self) -> list[str]:
-        return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
+        return list(self._metric) if isinstance(self._metric, (list, tuple)) else [self._metric]
+
+    @property
+    def metric(self) -> str:
+        """The primary objective: the one every report carries (Ray checks each result for it; the other
+        objectives of a multi-objective sweep come with the last report only)."""
+        return self.objectives[0]
 
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        if is_finite_number(result.get(self.objectives[0])):
-            super().on_trial_result(trial_id, dict(result))  # multi-objective: Ray reports nothing, rightly
+        if len(self.objectives) == 1 and is_finite_number(result.get(self.metric)):
+            super().on_trial_result(trial_id, dict(result))  # Optuna takes no intermediate values for several
 
     def on_trial_complete(self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

@@ -101,6 +101,8 @@ class WarmStart(_Strict):
 
     params: dict[str, Any]
     recorded: dict[str, float] = {}  # the metric(s) the seed logged for it, at the seed's scale
+    # the fixed settings under which `recorded` was measured; must agree with the space's (checked on load)
+    regime: dict[str, Any] = {}
     source: str
 
 
@@ -147,6 +149,9 @@ class SearchSpace(_Strict):
     scheduler: Scheduler = Scheduler()
     # several objectives make a multi-objective sweep (the first, what ASHA prunes on, is the family's metric)
     objectives: list[Objective] = []
+    # after the search, the best `replicate_top` configs re-run on `replicates` further data draws
+    replicates: int = Field(default=0, ge=0)
+    replicate_top: int = Field(default=1, ge=1)
     prior_strength: float = Field(default=4.0, gt=0)  # P(draw from prior) = s / (s + trials finished)
 
     @field_validator("scales")
@@ -267,6 +272,14 @@ class SearchSpace(_Strict):
             for key, value in ws.params.items():
                 if not self.params[key].contains(value):
                     fail(f"warm_starts[{i}].params.{key}", f"{value!r} is outside the parameter's range")
+            for key, value in ws.regime.items():  # where `recorded` was measured: the space's own regime
+                if key not in fields or key in self.params:
+                    fail(f"warm_starts[{i}].regime.{key}", f"not a fixed {family.name} setting")
+                if key in self.fixed or key not in family.cost_knobs:  # cost knobs may record the scale used
+                    expected = self.fixed.get(key, family.settings.model_fields[key].default)
+                    if value != expected:
+                        fail(f"warm_starts[{i}].regime.{key}", f"recorded with {value!r}, but this space runs "
+                             f"{expected!r}: the recorded value belongs to another regime")
         for scale in SCALES:
             scaled = self.at_scale(scale)
             for i, ws in enumerate(scaled.warm_starts):

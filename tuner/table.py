@@ -110,9 +110,28 @@ def key_finding(space: SearchSpace, family: Family, trials: pd.DataFrame) -> str
     return "; ".join(parts)
 
 
+def replicate_columns(family: Family, best: pd.Series, replicates: pd.DataFrame) -> dict[str, str]:
+    """The best config over data draws (its own draw and its replicates): metric mean ± sd, the share of draws
+    that succeed, and each data descriptor per draw, in draw order."""
+    draw = f"param.{family.draw}"
+    same = np.ones(len(replicates), dtype=bool)
+    for column in (c for c in replicates.columns if c.startswith("param.") and c != draw):
+        same &= (replicates[column] == best.get(column)).to_numpy()
+    runs = pd.concat([best.to_frame().T, replicates[same].sort_values(draw)], ignore_index=True)
+    values = pd.to_numeric(runs[f"metric.{family.metric}"], errors="coerce")
+    finite = values[np.isfinite(values)]
+    spread = f"{fmt(finite.mean())} ± {fmt(finite.std(ddof=1)) if len(finite) > 1 else '-'} (n={len(runs)})"
+    columns = {"Best over draws": spread,
+               f"{family.success.capitalize()} draws": f"{int((runs['outcome'] == family.success).sum())}/{len(runs)}"}
+    for title, metric in family.table.descriptors.items():
+        per_draw = runs.get(f"metric.{metric}", pd.Series(np.nan, index=runs.index))
+        columns[f"{title} per draw"] = ", ".join(fmt(v) for v in pd.to_numeric(per_draw, errors="coerce"))
+    return columns
+
+
 def regime_row(space: SearchSpace, family: Family, trials: pd.DataFrame, *, sweep: str, scale: str,
-               base: Mapping[str, Any]) -> dict[str, Any]:
-    """The sweep's row of the family's regime comparison table."""
+               base: Mapping[str, Any], replicates: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The sweep's row of the family's regime comparison table (with `replicates`: the best config over draws)."""
     spec = family.table
     settings = space.trial_settings(base, space.prior_centers(), family).model_dump()
     row: dict[str, Any] = {"Block": space.source.block if space.source.block is not None else "-",
@@ -135,6 +154,8 @@ def regime_row(space: SearchSpace, family: Family, trials: pd.DataFrame, *, swee
             f"{fmt(top[f'metric.{objective.metric}'])} ({top['trial_id']})"
     if len(objectives) > 1:
         row["Pareto trials"] = len(pareto_front(trials, objectives, space.scales[scale].constraints))
+    if replicates is not None and best is not None:
+        row.update(replicate_columns(family, best, replicates))
     row[f"{family.success.capitalize()} share"] = f"{int((trials['outcome'] == family.success).sum())}/{len(trials)}"
     row["Trials"] = len(trials)
     row["Compute (min)"] = fmt(float(trials["time_total_s"].sum()) / 60)

@@ -49,6 +49,7 @@ ROW_ARTIFACT = "regime_row.json"  # the sweep's regime row on its parent run, re
 TABLE_MARKDOWN = "regime_table.md"
 SWEEP_KIND_TAG = "tuner.kind"
 INTERRUPTED_TAG = "interrupted"
+REPLICATE_TAG = "replicate"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for log_batch
 MAX_PARAMS_PER_BATCH = 100
 MAX_BACKOFF_S = 60.0
@@ -203,8 +204,9 @@ class MlflowTrialLogger(LoggerCallback):
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, metric: str, max_reports: int,
                  resolve: Callable[[Mapping[str, Any]], Mapping[str, Any]],
                  classify: Callable[[Mapping[str, float]], str], run_prefix: str, flush_interval_s: float = 5.0,
-                 wait_s: float = 300.0):
+                 wait_s: float = 300.0, replicate: bool = False):
         self.tracking_uri = tracking_uri
+        self.replicate = replicate  # the runs of a sweep's replicate phase (tag replicate=true), kept apart
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.metric = metric
@@ -246,9 +248,10 @@ class MlflowTrialLogger(LoggerCallback):
 
     def _known_runs(self) -> dict[str, str]:
         if self._runs is None:
-            runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
-                                           max_results=50000)
-            self._runs = {r.data.tags[TRIAL_ID_TAG]: r.info.run_id for r in runs if TRIAL_ID_TAG in r.data.tags}
+            runs = self.client.search_runs([self.experiment_id], max_results=50000,
+                                           filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+            self._runs = {r.data.tags[TRIAL_ID_TAG]: r.info.run_id for r in runs if TRIAL_ID_TAG in r.data.tags
+                          and (r.data.tags.get(REPLICATE_TAG) == "true") == self.replicate}
         return self._runs
 
     def run_id(self, trial_id: str) -> str | None:
@@ -316,7 +319,8 @@ class MlflowTrialLogger(LoggerCallback):
         if run_id is None:
             run_id = runs[trial_id] = self.client.create_run(
                 self.experiment_id, run_name=f"{self.run_prefix}-{trial_id}",
-                tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id}).info.run_id
+                tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id,
+                      REPLICATE_TAG: str(self.replicate).lower()}).info.run_id
             self.calls += 1
         else:  # a restarted trial repeats reports from its checkpoint on: continue after the last one sent
             self.client.update_run(run_id, status="RUNNING")

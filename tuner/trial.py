@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,6 +14,12 @@ from ray import tune
 
 from tuner.family import get_family
 from tuner.space import SearchSpace
+
+
+def ignore_terminal_interrupts() -> None:
+    """Ray worker setup hook (local Ray): a Ctrl-C in the terminal reaches every process of its group, but only
+    the driver should act on it (Ray then stops the trials); workers would print KeyboardInterrupt tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class RaySession:

@@ -43,6 +43,7 @@ FAMILY = Family(
         key_params={"Optimal lr": "lr", "Optimal hidden_dim": "hidden_dim", "Optimal n_layers": "n_layers",
                     "Optimal omega": "omega", "Optimal total_steps": "total_steps"},
     ),
+    draw="sim_seed",
     description="SIREN fit of one per-particle field (F, Jp, C, S) of a 2D MLS-MPM simulation of nine "
                 "liquid/jelly/snow discs, over a centred window of n_training_frames frames; metric: final_r2 "
                 "(squared Pearson r on all training frames).",

@@ -52,6 +52,7 @@ FAMILY = Family(
         best="Best R²",
         key_params={"Optimal lr_W": "lr_W", "Optimal L1": "coeff_W_L1"},
     ),
+    draw="sim_seed",
     description="Simulated rate network du/dt = -a u + b + s tanh(u) + g W tanh(u) (PDE_N4); a GNN "
                 "du/dt = f_phi(u_i, a_i) + sum_j W_ij f_edge(u_j, a_j) learns W. Metric: connectivity_R2.",
 )
