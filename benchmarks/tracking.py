@@ -61,7 +61,7 @@ def main() -> None:
         exp = client.create_experiment("bench")
         parent = client.create_run(exp).info.run_id
         ours = MlflowTrialLogger(ours_uri, exp, parent, metric="metric_0", max_reports=args.reports,
-                                 resolve=lambda c: c, classify=lambda m: "converged", run_prefix="bench")
+                                 resolve=lambda c: c, classify=lambda m: "converged")
         rays = MLflowLoggerCallback(tracking_uri=rays_uri, experiment_name="bench",
                                     tags={"mlflow.parentRunId": "none"})
         rays.setup()

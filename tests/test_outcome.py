@@ -52,7 +52,7 @@ def test_every_part_names_the_same_outcome(case: str, tmp_path: Path, capsys: py
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id, parent = start_sweep_run(uri, "signal", "sweep", {})
     logger = MlflowTrialLogger(uri, experiment_id, parent, metric=METRIC, max_reports=MAX_REPORTS, resolve=dict,
-                               classify=family.classify, run_prefix="t", flush_interval_s=3600)
+                               classify=family.classify, flush_interval_s=3600)
     logger.log_trial_start(trial)
     logger.log_trial_result(1, trial, {**result, "training_iteration": 1})
     logger.log_trial_end(trial, failed=raised)
@@ -88,3 +88,16 @@ def test_best_trial_skips_non_finite_values_and_follows_the_mode() -> None:
     assert best_trial(trials, METRIC, "max")["trial_id"] == "c"
     assert best_trial(trials, METRIC, "min")["trial_id"] == "a"
     assert best_trial(trials.iloc[[1]], METRIC, "max") is None
+
+
+def test_progress_summary_says_how_far_and_how_good() -> None:
+    printer = ProgressPrinter(METRIC, MAX_REPORTS, total=4, mode="max", interval_s=30)
+    for trial_id, result, raised in (("a", CASES["finished"][0], False), ("b", CASES["pruned"][0], False)):
+        trial = SimpleNamespace(trial_id=trial_id, config={}, last_result=result, path="/x")
+        printer.on_trial_start(0, [], trial)
+        printer.on_trial_result(0, [], trial, result)
+        printer.on_trial_complete(0, [], trial)
+    printer.on_trial_start(0, [], SimpleNamespace(trial_id="c", config={}, path="/x"))
+    line = printer.summary(printer.started + 120)
+    assert "2/4 ended (1 finished, 1 pruned), 1 running" in line
+    assert f"best {METRIC} 0.97" in line and "2m00s elapsed, ~2m00s left" in line

@@ -91,3 +91,29 @@ def test_diverging_trial_is_stopped_failed_and_told_fail(results) -> None:
         searcher = pickle.load(f)
     assert set(searcher["told"].values()) == {"FAIL"}
     assert "2 diverged" in out.table["Key finding"].iloc[0]
+
+
+def test_mlflow_the_way_its_ui_expects(results) -> None:
+    """Experiment in the model-training view; the parent run carries the scale, the fixed regime, every --set
+    and the best trial's params and metrics; child runs are named by their parameters; the row shows overrides."""
+    out = sweep("chaotic_10k", scale="smoke", samples=2, scheduler="none", overrides=["n_rollout_frames=50"])
+    client, parents, children = _runs(results)
+    experiment = client.get_experiment_by_name("signal")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    params = parents[0].data.params
+    assert params["scale"] == "smoke" and params["fixed.connectivity_type"] == "chaotic"
+    assert params["set.n_rollout_frames"] == "50"
+    best = out.trials.sort_values("metric.connectivity_R2", ascending=False).iloc[0]
+    assert float(params["best.lr"]) == pytest.approx(best["param.lr"])
+    assert parents[0].data.metrics["best.connectivity_R2"] == pytest.approx(best["metric.connectivity_R2"])
+    names = {c.info.run_name for c in children}
+    assert all("lr=" in name and "batch_size=" in name for name in names)
+    assert out.table["Sweep"].iloc[0] == f"{out.plan.name} (--set n_rollout_frames=50)"
+
+
+def test_the_same_seeded_sweep_gives_the_same_key_finding(results) -> None:
+    findings = [sweep("chaotic_10k", scale="smoke", samples=6, seed=4, max_concurrent=1, scheduler="none",
+                      overrides=["n_reports=3", "n_rollout_frames=50"], name=f"again{i}").table["Key finding"].iloc[0]
+                for i in range(2)]
+    assert findings[0] == findings[1]
+    assert "6 finished trials" in findings[0] or "matters most" in findings[0]

@@ -16,7 +16,7 @@ REPORTS, METRICS = 10, 12
 
 def _logger(uri: str, exp: str, parent: str) -> MlflowTrialLogger:
     return MlflowTrialLogger(uri, exp, parent, metric="m0", max_reports=REPORTS, resolve=dict,
-                             classify=lambda m: "converged", run_prefix="t", flush_interval_s=3600)
+                             classify=lambda m: "converged", flush_interval_s=3600)
 
 
 def _result(step: int) -> dict:

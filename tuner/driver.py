@@ -21,7 +21,7 @@ from ray import tune
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from tuner.cluster import check_cluster_inputs, cluster_reason
-from tuner.outcome import best_trial
+from tuner.outcome import best_trial, is_finite_number
 from tuner.plan import SweepPlan, TrackingIds, ensure_ray, plan_sweep, read_plan, write_plan
 from tuner.progress import ProgressPrinter
 from tuner.schedule import NonFiniteStopper, ResumableASHA, SchedulerState, make_scheduler
@@ -61,8 +61,8 @@ def _callbacks(plan: SweepPlan, ids: TrackingIds, scheduler: Any) -> list[Any]:
     return kept + [
         MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
                           max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
-                          run_prefix=plan.space["name"], wait_s=tracking_wait_s()),
-        ProgressPrinter(family.metric, plan.max_reports, plan.samples),
+                          wait_s=tracking_wait_s()),
+        ProgressPrinter(family.metric, plan.max_reports, plan.samples, family.mode),
     ]
 
 
@@ -103,6 +103,8 @@ def _environment() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # without the per-trial CSV/JSON files it warns once per trial; results come from the trials themselves
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Ray's note that a local cluster uses token authentication would stand before our first line
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # replicates pass their configs as points over constant defaults, which it warns about once per point
     logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -131,8 +133,10 @@ def build(space: str | Path | SearchSpace, **options: Any) -> Sweep:
     tags = {"space": plan.space["name"], "scale": plan.scale, "seed": str(plan.seed), "searcher": plan.searcher,
             "priors": str(plan.priors).lower(), "scheduler": plan.scheduler, "git_commit": _git_commit(),
             "experiment_path": plan.experiment_path, "mlflow.note.content": plan.space["description"]}
+    params = {"scale": plan.scale, "samples": plan.samples, **{f"fixed.{k}": v for k, v in plan.space["fixed"].items()},
+              **{f"set.{k}": v for k, v in plan.overrides.items()}}
     experiment_id, run_id = call_with_retry(
-        lambda: start_sweep_run(plan.tracking_uri, plan.family.name, plan.name, tags),
+        lambda: start_sweep_run(plan.tracking_uri, plan.family.name, plan.name, tags, params),
         "MLflow: creating the sweep's parent run", tracking_wait_s())
     ids = TrackingIds(experiment_id=experiment_id, parent_run_id=run_id)
     write_plan(plan, ids)
@@ -221,9 +225,8 @@ def _replicate(plan: SweepPlan, ids: TrackingIds, trials: pd.DataFrame) -> tuple
                 verbose=0, failure_config=tune.FailureConfig(max_failures=plan.max_failures),
                 callbacks=[MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id,
                                              metric=family.metric, max_reports=plan.max_reports, resolve=plan.resolve,
-                                             classify=family.classify, run_prefix=f"{plan.space['name']}-replicate",
-                                             wait_s=tracking_wait_s(), replicate=True),
-                           ProgressPrinter(family.metric, plan.max_reports, len(configs))]))
+                                             classify=family.classify, wait_s=tracking_wait_s(), replicate=True),
+                           ProgressPrinter(family.metric, plan.max_reports, len(configs), family.mode)]))
     return fit(tuner)
 
 
@@ -244,7 +247,7 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
             return _interrupted(results, plan, ids, out)
         replicates = trials_frame(replicate_results, family, plan.max_reports, plan.resolve)
     table = pd.DataFrame([regime_row(space, family, trials, sweep=plan.name, scale=plan.scale, base=plan.base,
-                                     replicates=replicates)])
+                                     replicates=replicates, overrides=plan.overrides)])
     out.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out / "regime_table.parquet")
     (out / "regime_table.md").write_text(to_markdown(table) + "\n")
@@ -263,13 +266,17 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
                f"{family.success}_share": float((trials["outcome"] == family.success).mean()),
                "compute_min": float(trials["time_total_s"].sum()) / 60}
     failure = None if best is not None else table["Key finding"].iloc[0]
+    best_params = {}
     if best is not None:
         summary[f"best_{family.metric}"] = float(best[f"metric.{family.metric}"])
+        summary |= {f"best.{c.removeprefix('metric.')}": float(best[c]) for c in trials.columns
+                    if c.startswith("metric.") and is_finite_number(best[c])}
+        best_params = {f"best.{c.removeprefix('param.')}": best[c] for c in trials.columns if c.startswith("param.")}
     stamp = int(time.time() * 1000)  # fixed, so that a retried send stores nothing twice
     metrics = [Metric(k, v, stamp, 0) for k, v in summary.items()]
     try:
         call_with_retry(lambda: end_sweep_run(plan.tracking_uri, ids.parent_run_id, table, to_markdown(table),
-                                              metrics, failure, extra_tables),
+                                              metrics, failure, extra_tables, best_params),
                         "MLflow: logging the regime table", tracking_wait_s())
     except Exception as err:  # the sweep is done and tabulated in `out`; only MLflow is missing it
         print(f"warning: MLflow did not take the regime table ({err}). It is in {out}; once the server is "

@@ -16,6 +16,8 @@ from tuner.search import distributions
 from tuner.space import Objective, SearchSpace
 
 TOP_K = 3  # trials whose parameter range the key finding reports
+MIN_FINISHED_FOR_DRIVER = 5  # finished trials below which the key finding names no driver
+RESAMPLES = 20  # bootstrap resamples behind the importance spread
 
 
 def fmt(value: Any) -> str:
@@ -81,28 +83,55 @@ def importance(space: SearchSpace, trials: pd.DataFrame, metric: str, mode: str)
         return {}
 
 
+def importance_spread(space: SearchSpace, finished: pd.DataFrame, metric: str, mode: str,
+                      resamples: int = RESAMPLES) -> pd.DataFrame:
+    """fANOVA importance share of each parameter over bootstrap resamples of the trials (seeded): mean and sd,
+    most important first. Empty when it cannot be computed."""
+    rng = np.random.default_rng(0)
+    shares = []
+    for _ in range(resamples):
+        sample = finished.iloc[rng.integers(0, len(finished), len(finished))]
+        shares.append(importance(space, sample, metric, mode))
+    frame = pd.DataFrame([s for s in shares if s]).fillna(0.0)
+    if frame.empty:
+        return frame
+    return pd.DataFrame({"mean": frame.mean(), "sd": frame.std(ddof=0)}).sort_values("mean", ascending=False)
+
+
 def key_finding(space: SearchSpace, family: Family, trials: pd.DataFrame) -> str:
-    """A sentence generated from the results: the most important parameter and its range among the
-    top trials, the success share, and divergences."""
+    """A sentence generated from the results: the parameter that drives the metric among the trials that ran
+    every report (pruned trials' early values would mix fidelities), with its importance share ± its spread
+    over resamples and its range among the top trials — or "no clear driver yet" when the evidence is too thin
+    or the leading shares overlap; then the success share and divergences. Deterministic for the same trials."""
     metric_col = f"metric.{family.metric}"
     values = pd.to_numeric(trials.get(metric_col, pd.Series(np.nan, index=trials.index)), errors="coerce")
     finite = trials[np.isfinite(values)]
+    finished = finite[finite["status"] == Outcome.FINISHED.label]
     n, n_ok = len(trials), int((trials["outcome"] == family.success).sum())
     parts = []
     if finite.empty:
         ended = trials["status"].value_counts()
         parts.append(f"no trial reported a finite {family.metric} ("
                      + ", ".join(f"{count} {label}" for label, count in ended.items()) + ")")
+    elif len(finished) < MIN_FINISHED_FOR_DRIVER:
+        parts.append(f"no clear driver yet ({len(finished)} finished trials, {MIN_FINISHED_FOR_DRIVER} needed)")
     else:
-        top = finite.sort_values(metric_col, ascending=family.mode == "min").head(TOP_K)
-        imp = importance(space, trials, family.metric, family.mode)
-        if imp:
-            name, weight = max(imp.items(), key=lambda kv: kv[1])
-            parts.append(f"{name} matters most (importance {weight:.2f}); top {len(top)} trials use {name} "
-                         f"{_range(top[f'param.{name}'])}")
-        elif space.params:
-            name = next(iter(space.params))
-            parts.append(f"top {len(top)} trials use {name} {_range(top[f'param.{name}'])}")
+        spread = importance_spread(space, finished, family.metric, family.mode)
+        top = finished.sort_values(metric_col, ascending=family.mode == "min").head(TOP_K)
+        if spread.empty:
+            parts.append(f"no clear driver yet (importance not computable over {len(finished)} finished trials)")
+        else:
+            lead = spread.iloc[0]
+            runner_up = spread.iloc[1] if len(spread) > 1 else None
+            shown = f"{spread.index[0]} {lead['mean']:.2f} ± {lead['sd']:.2f}"
+            if runner_up is not None and lead["mean"] - lead["sd"] <= runner_up["mean"] + runner_up["sd"]:
+                parts.append(f"no clear driver yet ({shown} vs {spread.index[1]} {runner_up['mean']:.2f} ± "
+                             f"{runner_up['sd']:.2f} of importance over {len(finished)} finished trials)")
+            else:
+                name = spread.index[0]
+                parts.append(f"{name} matters most ({lead['mean']:.2f} ± {lead['sd']:.2f} of importance over "
+                             f"{len(finished)} finished trials); top {len(top)} use {name} "
+                             f"{_range(top[f'param.{name}'])}")
     parts.append(f"{n_ok}/{n} {family.success}")
     diverged = int((trials["status"] == Outcome.DIVERGED.label).sum())
     if diverged and not finite.empty:
@@ -130,12 +159,16 @@ def replicate_columns(family: Family, best: pd.Series, replicates: pd.DataFrame)
 
 
 def regime_row(space: SearchSpace, family: Family, trials: pd.DataFrame, *, sweep: str, scale: str,
-               base: Mapping[str, Any], replicates: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The sweep's row of the family's regime comparison table (with `replicates`: the best config over draws)."""
+               base: Mapping[str, Any], replicates: pd.DataFrame | None = None,
+               overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The sweep's row of the family's regime comparison table (with `replicates`: the best config over draws;
+    `overrides`: the sweep's `--set` values, shown so that a pinned sweep never reads as an ordinary row)."""
     spec = family.table
     settings = space.trial_settings(base, space.prior_centers(), family).model_dump()
+    pinned = ", ".join(f"{k}={v}" for k, v in (overrides or {}).items())
     row: dict[str, Any] = {"Block": space.source.block if space.source.block is not None else "-",
-                           "Space": space.name, "Sweep": sweep, "Scale": scale}
+                           "Space": space.name, "Sweep": f"{sweep} (--set {pinned})" if pinned else sweep,
+                           "Scale": scale}
     row.update({k: fmt(v) for k, v in spec.regime(settings).items()})
     for title, metric in spec.descriptors.items():
         row[title] = _range(trials.get(f"metric.{metric}", pd.Series(dtype=float)))

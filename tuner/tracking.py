@@ -36,6 +36,7 @@ from ray.tune.logger import LoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT, TRIAL_ID
 
 from tuner.outcome import classify_end
+from tuner.progress import short_config
 from tuner.storage import results_dir, unwritable_reason
 from tuner.validation import TunerInputError
 
@@ -48,6 +49,7 @@ RAY_KEYS = frozenset(AUTO_RESULT_KEYS) | {DONE, TRIAL_ID, EXPERIMENT_TAG, SHOULD
 ROW_ARTIFACT = "regime_row.json"  # the sweep's regime row on its parent run, read back by `tuner table`
 TABLE_MARKDOWN = "regime_table.md"
 SWEEP_KIND_TAG = "tuner.kind"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # MLflow 3's UI: runs view for model development, traces for GenAI
 INTERRUPTED_TAG = "interrupted"
 REPLICATE_TAG = "replicate"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for log_batch
@@ -120,9 +122,11 @@ def call_with_retry(fn: Callable[[], T], what: str, wait_s: float) -> T:
             delay = min(2 * delay, MAX_BACKOFF_S)
 
 
-def start_sweep_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> tuple[str, str]:
-    """Create (or find) the experiment and the sweep's parent run: (experiment_id, run_id).
+def start_sweep_run(tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
+                    params: Mapping[str, Any] | None = None) -> tuple[str, str]:
+    """Create (or find) the experiment and the sweep's parent run with `params`: (experiment_id, run_id).
 
+    The experiment is marked as model development, so MLflow's UI opens it on its runs (not on traces).
     Beside a sqlite store, artifacts go to `<store>/mlartifacts/<experiment>`, not to ./mlruns of the cwd."""
     artifacts = None  # a server decides
     if tracking_uri.startswith("sqlite:///"):
@@ -132,12 +136,23 @@ def start_sweep_run(tracking_uri: str, experiment: str, run_name: str, tags: Map
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     experiment_id = exp.experiment_id if exp else client.create_experiment(experiment, artifacts)
+    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, "custom_model_development")
     run = client.create_run(experiment_id, run_name=run_name, tags={SWEEP_KIND_TAG: "sweep", **tags})
+    _log_params(client, run.info.run_id, params or {})
     return experiment_id, run.info.run_id
 
 
+def _log_params(client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> int:
+    """Log params in batches of MLflow's limit; returns the number of requests."""
+    items = [Param(k, str(v)) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH])
+    return -(-len(items) // MAX_PARAMS_PER_BATCH)
+
+
 def end_sweep_run(tracking_uri: str, run_id: str, table: pd.DataFrame, markdown: str, metrics: list[Metric],
-                  failure: str | None = None, extra_tables: Mapping[str, tuple[pd.DataFrame, str]] | None = None) -> None:
+                  failure: str | None = None, extra_tables: Mapping[str, tuple[pd.DataFrame, str]] | None = None,
+                  params: Mapping[str, Any] | None = None) -> None:
     """The regime row (as an MLflow table and as markdown), any extra tables (name -> (table, markdown), logged
     as name.json and name.md) and the summary metrics on the parent run, then end it FINISHED, or FAILED with
     tag `failure_reason` when `failure` says why the sweep produced no result. A run already ended (a resumed
@@ -151,6 +166,7 @@ def end_sweep_run(tracking_uri: str, run_id: str, table: pd.DataFrame, markdown:
         client.log_table(run_id, extra.astype(str), f"{name}.json")
         client.log_text(run_id, extra_markdown, f"{name}.md")
     client.log_batch(run_id, metrics=metrics, tags=[RunTag("failure_reason", failure)] if failure else [])
+    _log_params(client, run_id, params or {})
     client.set_terminated(run_id, "FAILED" if failure else "FINISHED")
 
 
@@ -203,7 +219,7 @@ class MlflowTrialLogger(LoggerCallback):
 
     def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, *, metric: str, max_reports: int,
                  resolve: Callable[[Mapping[str, Any]], Mapping[str, Any]],
-                 classify: Callable[[Mapping[str, float]], str], run_prefix: str, flush_interval_s: float = 5.0,
+                 classify: Callable[[Mapping[str, float]], str], flush_interval_s: float = 5.0,
                  wait_s: float = 300.0, replicate: bool = False):
         self.tracking_uri = tracking_uri
         self.replicate = replicate  # the runs of a sweep's replicate phase (tag replicate=true), kept apart
@@ -213,7 +229,6 @@ class MlflowTrialLogger(LoggerCallback):
         self.max_reports = max_reports
         self.resolve = resolve
         self.classify = classify
-        self.run_prefix = run_prefix
         self.flush_interval_s = flush_interval_s
         self.wait_s = wait_s
         self._client: MlflowClient | None = None
@@ -318,7 +333,7 @@ class MlflowTrialLogger(LoggerCallback):
         run_id = runs.get(trial_id)
         if run_id is None:
             run_id = runs[trial_id] = self.client.create_run(
-                self.experiment_id, run_name=f"{self.run_prefix}-{trial_id}",
+                self.experiment_id, run_name=f"{short_config(config)} ({trial_id})",
                 tags={PARENT_TAG: self.parent_run_id, TRIAL_ID_TAG: trial_id,
                       REPLICATE_TAG: str(self.replicate).lower()}).info.run_id
             self.calls += 1
@@ -330,10 +345,7 @@ class MlflowTrialLogger(LoggerCallback):
             self._last_step[trial_id] = max(sent, self._last_step.get(trial_id, 0))
             self.calls += 3
         values = {**self.resolve(config), **{f"tuned.{k}": v for k, v in config.items()}}
-        params = [Param(k, str(v)) for k, v in values.items()]
-        for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=params[i:i + MAX_PARAMS_PER_BATCH])
-            self.calls += 1
+        self.calls += _log_params(self.client, run_id, values)
 
     def flush(self) -> bool:
         """Send what is buffered. What fails stays buffered, and the next flush waits longer."""
