@@ -6,6 +6,7 @@ PY ?= python3
 .install-stamp: pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0   # pinned first: an unpinned torch pulls GBs of CUDA packages
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps flyvis==1.2.0   # flyvis: its connectome JSON only, never imported
 	touch $@
 
 install: .install-stamp

@@ -1,0 +1,1 @@
+"""Task family `flyvis`: the fly visual-system connectome GNN (spec: shared/specs/flyvis.md)."""
