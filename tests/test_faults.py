@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -109,9 +110,17 @@ def _told(experiment: Path) -> dict[str, str]:
         return pickle.load(f)["told"]
 
 
-def _check_optuna(experiment: Path, trials: pd.DataFrame) -> None:
-    """The searcher told Optuna each trial's outcome, once (COMPLETE only for trials that ran every report)."""
-    assert _told(experiment) == {row.trial_id: STATE_OF_LABEL[row.status] for row in trials.itertuples()}
+def _check_optuna(experiment: Path, trials: pd.DataFrame, results: Path) -> None:
+    """The searcher told Optuna each trial's outcome, once (COMPLETE only for trials that ran every report), and
+    the study in its database says the same: one study trial per Ray trial, none left RUNNING (trials asked
+    after a killed driver's last save are FAIL and listed in `lost_with_driver`)."""
+    told = _told(experiment)
+    assert told == {row.trial_id: STATE_OF_LABEL[row.status] for row in trials.itertuples()}
+    study = optuna.load_study(study_name=experiment.name, storage=f"sqlite:///{results / 'optuna.db'}")
+    lost = set(study.user_attrs.get("lost_with_driver", []))
+    states = sorted(t.state.name for t in study.trials if t.number not in lost)
+    assert states == sorted(told.values())
+    assert all(t.state.name == "FAIL" for t in study.trials if t.number in lost)
 
 
 def _trials(results: Path, name: str) -> pd.DataFrame:
@@ -173,7 +182,7 @@ def test_ctrl_c_with_pending_trials_then_resume_matches_an_uninterrupted_sweep(
     assert rc == 0 and "Traceback" not in output, output
     trials = _trials(results, "cut")
     _check_store(results, trials, reports=6)
-    _check_optuna(experiment, trials)
+    _check_optuna(experiment, trials, results)
     _replay_asha(experiment, trials, reduction_factor=3, max_reports=6)
     assert _configs(trials) == _configs(uninterrupted)  # the same trials as without the interrupt
 
@@ -192,7 +201,7 @@ def test_killed_driver_then_resume(tmp_path: Path, isolated_cache: Path) -> None
     trials = _trials(results, "killed")
     assert len(trials) == 4
     _check_store(results, trials, reports=6)
-    _check_optuna(experiment, trials)
+    _check_optuna(experiment, trials, results)
 
 
 @pytest.mark.slow
@@ -210,7 +219,7 @@ def test_killed_trial_worker_fails_that_trial_only(tmp_path: Path, isolated_cach
     trials = _trials(results, "worker")
     assert sorted(trials["status"]) == ["error", "finished", "finished"]
     _check_store(results, trials, reports=6)
-    _check_optuna(results / "ray" / "worker", trials)
+    _check_optuna(results / "ray" / "worker", trials, results)
 
 
 @pytest.mark.slow
@@ -268,7 +277,7 @@ def test_all_trials_diverging_fails_the_sweep_without_a_traceback(tmp_path: Path
     trials = _trials(results, "nan")
     assert set(trials["status"]) == {"diverged"}
     _check_store(results, trials, reports=6)
-    _check_optuna(results / "ray" / "nan", trials)
+    _check_optuna(results / "ray" / "nan", trials, results)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -6,6 +6,7 @@ import glob
 import math
 import pickle
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -109,6 +110,10 @@ def test_mlflow_the_way_its_ui_expects(results) -> None:
     names = {c.info.run_name for c in children}
     assert all("lr=" in name and "batch_size=" in name for name in names)
     assert out.table["Sweep"].iloc[0] == f"{out.plan.name} (--set n_rollout_frames=50)"
+    # the Optuna study, in its own database, named after the sweep
+    study = optuna.load_study(study_name=out.plan.name, storage=f"sqlite:///{results / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert study.best_value == pytest.approx(best["metric.connectivity_R2"])
 
 
 def test_the_same_seeded_sweep_gives_the_same_key_finding(results) -> None:

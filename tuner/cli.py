@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="Ray experiment storage: a path or s3://... (default: results/ray)")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<abs>/results/mlflow.db)")
     s.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    s.add_argument("--study-storage", help="Optuna RDB storage for the study (default: "
+                                           "sqlite:///<abs>/results/optuna.db; on a cluster: in the searcher's state)")
 
     sub.add_parser("spaces", help="list the named spaces")
     sh = sub.add_parser("show", help="show a space: priors, warm starts, principles")
@@ -70,6 +72,8 @@ def _summary(outcome: SweepOutcome) -> int:
     print(f"regime table: {outcome.table_path}")
     print(f"MLflow parent run: {outcome.parent_run_id}")
     print(f"open it with:\n  mlflow ui --backend-store-uri {plan.tracking_uri}")
+    if plan.study_storage:
+        print(f"the Optuna study {plan.name!r}:\n  optuna-dashboard {plan.study_storage}")
     return 0
 
 
@@ -156,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _summary(sweep(args.space, scale=args.scale, samples=args.samples, overrides=args.set,
                            searcher=args.searcher, priors=not args.no_priors, scheduler=args.scheduler,
                            max_concurrent=args.max_concurrent, seed=args.seed, name=args.name, storage=args.storage,
-                           tracking_uri=args.tracking_uri, address=args.address, replicates=args.replicates))
+                           tracking_uri=args.tracking_uri, address=args.address, replicates=args.replicates,
+                           study_storage=args.study_storage))
         elif args.command == "resume":
             from tuner.driver import resume
 

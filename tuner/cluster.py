@@ -7,6 +7,8 @@ written:
   network filesystem (NFS/EFS, Lustre, CephFS, ... as /proc/mounts says), or a path under a directory
   listed in `TUNER_SHARED_STORAGE` (`os.pathsep`-separated: the opt-in for a mount every node sees);
 - `--tracking-uri` must be an `http(s)://` MLflow server: a sqlite file lives on one machine only;
+- `--study-storage`, when given, must be a database server (postgresql://, mysql://), for the same reason;
+  without it the Optuna study lives in the searcher's state, saved with the Ray experiment;
 - each trial may fail `CLUSTER_MAX_FAILURES` times (node lost, spot instance reclaimed) and resumes
   from its last checkpoint on another node. Locally a failing trial fails at once, so a bug shows.
 """
@@ -56,7 +58,7 @@ def storage_is_shared(storage: str) -> bool:
     return any(path == root or root in path.parents for root in roots) or _filesystem_type(path) in NETWORK_FILESYSTEMS
 
 
-def check_cluster_inputs(storage: str, tracking_uri: str, reason: str) -> None:
+def check_cluster_inputs(storage: str, tracking_uri: str, study_storage: str | None, reason: str) -> None:
     """Refuse, with what to pass instead, storage or tracking that the cluster's nodes cannot share."""
     if not storage_is_shared(storage):
         raise TunerInputError(
@@ -70,3 +72,7 @@ def check_cluster_inputs(storage: str, tracking_uri: str, reason: str) -> None:
             f"MLflow server, e.g. --tracking-uri http://HOST:5000 (start one with: mlflow server "
             f"--backend-store-uri sqlite:///mlflow.db --artifacts-destination s3://BUCKET/mlflow --host 0.0.0.0 "
             f"--port 5000).")
+    if study_storage is not None and study_storage.startswith("sqlite"):
+        raise TunerInputError(
+            f"--study-storage: {study_storage} is a database on this machine only, and {reason}. Pass a database "
+            f"server every node and the driver reach, e.g. --study-storage postgresql://USER:PASSWORD@HOST/optuna.")

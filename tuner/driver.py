@@ -25,7 +25,7 @@ from tuner.outcome import best_trial, is_finite_number
 from tuner.plan import SweepPlan, TrackingIds, ensure_ray, plan_sweep, read_plan, write_plan
 from tuner.progress import ProgressPrinter
 from tuner.schedule import NonFiniteStopper, ResumableASHA, SchedulerState, make_scheduler
-from tuner.search import TruthfulOptunaSearch, distributions, make_sampler
+from tuner.search import TruthfulOptunaSearch, distributions, make_sampler, study_storage
 from tuner.space import SearchSpace
 from tuner.storage import prune_checkpoints, results_dir
 from tuner.table import pareto_front, regime_row, to_markdown, trials_frame
@@ -82,6 +82,7 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
             metric=[o.metric for o in objectives] if many else metric,
             mode=[o.mode for o in objectives] if many else mode,
             sampler=make_sampler(space, plan.searcher, plan.priors, plan.seed),
+            storage=study_storage(plan.study_storage) if plan.study_storage else None, study_name=plan.name,
             points_to_evaluate=[dict(w.params) for w in space.warm_starts][:plan.samples] or None)
     else:
         search_alg = None  # everything pinned: repeat the one configuration
@@ -309,7 +310,7 @@ def resume(experiment_path: str, address: str | None = None) -> SweepOutcome:
     ensure_ray(address)
     cluster = cluster_reason(address)
     if cluster:
-        check_cluster_inputs(plan.storage, plan.tracking_uri, cluster)
+        check_cluster_inputs(plan.storage, plan.tracking_uri, plan.study_storage, cluster)
     if not tune.Tuner.can_restore(plan.experiment_path):
         raise TunerInputError(f"resume: {experiment_path} has no restorable Ray Tune state")
     # errored trials stay errored: a resume continues what was cut short, it does not re-run failures

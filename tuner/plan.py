@@ -42,6 +42,7 @@ class SweepPlan:
     name: str
     storage: str
     tracking_uri: str
+    study_storage: str | None  # Optuna RDB storage URL (the study is named after the sweep); None: in memory
     overrides: dict[str, str] = field(default_factory=dict)
     replicates: int = 0  # further data draws each of the best `replicate_top` configs re-runs on
     replicate_top: int = 1
@@ -192,9 +193,10 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
                overrides: Mapping[str, str] | list[str] | None = None, searcher: str = "tpe", priors: bool = True,
                scheduler: str = "asha", max_concurrent: int | None = None, seed: int = 0, name: str | None = None,
                storage: str | None = None, tracking_uri: str | None = None, address: str | None = None,
-               replicates: int | None = None) -> SweepPlan:
+               replicates: int | None = None, study_storage: str | None = None) -> SweepPlan:
     """Validate every input and decide every default. Writes nothing (it may start Ray)."""
     from tuner.cluster import CLUSTER_MAX_FAILURES, check_cluster_inputs, cluster_reason
+    from tuner.search import check_study_storage, default_study_storage
     from tuner.tracking import check_tracking_uri, default_tracking_uri
 
     inputs = check_inputs(space, scale=scale, samples=samples, overrides=overrides, searcher=searcher, priors=priors,
@@ -205,6 +207,8 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
         raise TunerInputError(f"results folder (TUNER_RESULTS): {problem}")
     tracking_uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(tracking_uri)
+    if study_storage is not None:
+        check_study_storage(study_storage)
 
     ensure_ray(address)
     storage = storage or str(results_dir() / "ray")
@@ -213,7 +217,9 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
         raise TunerInputError(f"--storage: {problem}")
     cluster = cluster_reason(address)
     if cluster:
-        check_cluster_inputs(storage, tracking_uri, cluster)
+        check_cluster_inputs(storage, tracking_uri, study_storage, cluster)
+    elif study_storage is None:
+        study_storage = default_study_storage()
     scale, reason = choose_scale(scale)
     sp = sp.at_scale(scale)
     if not cluster:  # an autoscaling cluster may add GPUs later; a local Ray never will
@@ -223,7 +229,8 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
                      base=sp.base_settings(scale, settings_overrides), samples=samples or sp.scales[scale].samples,
                      searcher=searcher, priors=priors, scheduler=scheduler, max_concurrent=max_concurrent, seed=seed,
                      name=name or f"{sp.name}-{scale}-{time.strftime('%Y%m%d-%H%M%S')}",
-                     storage=storage, tracking_uri=tracking_uri, overrides=inputs.overrides,
+                     storage=storage, tracking_uri=tracking_uri, study_storage=study_storage,
+                     overrides=inputs.overrides,
                      replicates=sp.replicates if replicates is None else replicates, replicate_top=sp.replicate_top,
                      max_failures=CLUSTER_MAX_FAILURES if cluster else 0)
     if exists(plan.experiment_path):

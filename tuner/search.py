@@ -1,10 +1,11 @@
-"""Searchers: Optuna distributions from a space, a prior-weighted sampler, and an OptunaSearch that
-tells Optuna the truth about diverged (FAIL) and early-stopped (PRUNED) trials."""
+"""Searchers: Optuna distributions from a space, a prior-weighted sampler, an OptunaSearch that tells Optuna
+the truth about diverged (FAIL) and early-stopped (PRUNED) trials, and the database the study lives in."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,35 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tuner.outcome import Outcome, classify_end, is_finite_number
 from tuner.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.validation import SEARCHERS
+from tuner.storage import results_dir, unwritable_reason
+from tuner.validation import SEARCHERS, TunerInputError
+
+STUDY_SCHEMES = ("sqlite", "postgresql", "mysql")
+
+
+def default_study_storage() -> str:
+    """The embedded study store: a sqlite file beside the MLflow store in the results folder."""
+    return f"sqlite:///{results_dir() / 'optuna.db'}"
+
+
+def check_study_storage(url: str) -> None:
+    """Refuse (TunerInputError naming --study-storage) a URL Optuna's RDB storage cannot use. Writes nothing."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    if scheme not in STUDY_SCHEMES:
+        raise TunerInputError(f"--study-storage: {url!r} is not a database URL Optuna can store a study in; "
+                              f"allowed: {', '.join(s + '://' for s in STUDY_SCHEMES)} (e.g. sqlite:////abs/optuna.db)")
+    if scheme == "sqlite":
+        problem = unwritable_reason(Path(url.removeprefix("sqlite:///")).parent)
+        if problem:
+            raise TunerInputError(f"--study-storage: {url}: the database's folder {problem}")
+
+
+def study_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at `url` (created on first use), where `optuna.load_study` and optuna-dashboard find
+    the sweep's study by the sweep's name."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url)
 
 
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
@@ -140,6 +169,19 @@ class TruthfulOptunaSearch(OptunaSearch):
         """The primary objective: the one every report carries (Ray checks each result for it; the other
         objectives of a multi-objective sweep come with the last report only)."""
         return self.objectives[0]
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore of a killed driver's searcher, then: study trials the saved searcher never heard of
+        (asked after its last save; Ray asks for their configurations again) are told FAIL and listed in the
+        study's user attribute `lost_with_driver`, so that none stays RUNNING in the study's database."""
+        super().restore(checkpoint_path)
+        known = {t.number for t in self._ot_trials.values()}
+        lost = [t.number for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.number not in known]
+        for number in lost:
+            self._ot_study.tell(number, state=TrialState.FAIL)
+        if lost:
+            self._ot_study.set_user_attr("lost_with_driver", lost + self._ot_study.user_attrs.get("lost_with_driver", []))
 
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         if len(self.objectives) == 1 and is_finite_number(result.get(self.metric)):
