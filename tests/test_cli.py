@@ -24,7 +24,7 @@ from tuner.space import space_files
     (["sweep", "--space", "chaotic_10k", "--samples", "0"], "--samples"),
     (["resume", "/nonexistent/sweep"], "holds no tuner_sweep.json"),
     (["table", "--family", "nope"], "unknown family 'nope'"),
-    (["sweep", "--space", "chaotic_10k", "--tracking-uri", "foo://bar"], "no scheme MLflow can track to"),
+    (["sweep", "--space", "chaotic_10k", "--tracking-uri", "foo://bar"], "none of the schemes allowed here"),
     (["table", "--family", "signal", "--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(results: Path, capsys, argv, message) -> None:

@@ -17,8 +17,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tuner.outcome import Outcome, classify_end, is_finite_number
 from tuner.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.storage import results_dir, unwritable_reason
-from tuner.validation import SEARCHERS, TunerInputError
+from tuner.storage import check_store_url, results_dir
+from tuner.validation import SEARCHERS
 
 STUDY_SCHEMES = ("sqlite", "postgresql", "mysql")
 
@@ -30,14 +30,7 @@ def default_study_storage() -> str:
 
 def check_study_storage(url: str) -> None:
     """Refuse (TunerInputError naming --study-storage) a URL Optuna's RDB storage cannot use. Writes nothing."""
-    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
-    if scheme not in STUDY_SCHEMES:
-        raise TunerInputError(f"--study-storage: {url!r} is not a database URL Optuna can store a study in; "
-                              f"allowed: {', '.join(s + '://' for s in STUDY_SCHEMES)} (e.g. sqlite:////abs/optuna.db)")
-    if scheme == "sqlite":
-        problem = unwritable_reason(Path(url.removeprefix("sqlite:///")).parent)
-        if problem:
-            raise TunerInputError(f"--study-storage: {url}: the database's folder {problem}")
+    check_store_url(url, "--study-storage", STUDY_SCHEMES, "sqlite:////abs/path/optuna.db")
 
 
 def study_storage(url: str) -> optuna.storages.RDBStorage:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyarrow import fs as pafs
+
+from tuner.validation import TunerInputError
 
 
 def results_dir() -> Path:
@@ -31,6 +34,20 @@ def unwritable_reason(folder: Path) -> str | None:
     except OSError as err:
         return f"{folder} cannot be written ({err.strerror or err} in {existing})"
     return None
+
+
+def check_store_url(url: str, flag: str, schemes: Sequence[str], example: str) -> str:
+    """The scheme of a store's URL (`postgresql+psycopg://` -> 'postgresql'). Raises TunerInputError naming
+    `flag` for a scheme not in `schemes`, or for a sqlite file in a folder that cannot be written."""
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower() if "://" in url else ""
+    if scheme not in schemes:
+        raise TunerInputError(f"{flag}: {url!r} has none of the schemes allowed here: "
+                              f"{', '.join(s + '://' for s in schemes)} (e.g. {example})")
+    if scheme == "sqlite":
+        problem = unwritable_reason(Path(url.removeprefix("sqlite:///")).parent)
+        if problem:
+            raise TunerInputError(f"{flag}: {url}: the database's folder {problem}")
+    return scheme
 
 
 def filesystem(location: str) -> tuple[pafs.FileSystem, str]:

@@ -37,7 +37,7 @@ from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, SHOULD_CHECK
 
 from tuner.outcome import classify_end
 from tuner.progress import short_config
-from tuner.storage import results_dir, unwritable_reason
+from tuner.storage import check_store_url, results_dir
 from tuner.validation import TunerInputError
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,7 @@ TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """Refuse (TunerInputError naming --tracking-uri) a URI MLflow cannot use: an unknown scheme, a sqlite file
     in a folder that cannot be written, or an http(s) server that does not answer. Writes nothing."""
-    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
-    if scheme not in TRACKING_SCHEMES:
-        raise TunerInputError(f"--tracking-uri: {uri!r} has no scheme MLflow can track to; allowed: "
-                              f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:////abs/path/mlflow.db)")
-    if scheme == "sqlite":
-        problem = unwritable_reason(Path(uri.removeprefix("sqlite:///")).parent)
-        if problem:
-            raise TunerInputError(f"--tracking-uri: {uri}: the store's folder {problem}")
+    scheme = check_store_url(uri, "--tracking-uri", TRACKING_SCHEMES, "sqlite:////abs/path/mlflow.db")
     if scheme not in ("http", "https"):
         return
     try:
