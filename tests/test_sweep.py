@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import math
 import pickle
+from html.parser import HTMLParser
 
 import optuna
 import pytest
@@ -122,3 +123,33 @@ def test_the_same_seeded_sweep_gives_the_same_key_finding(results) -> None:
                 for i in range(2)]
     assert findings[0] == findings[1]
     assert "6 finished trials" in findings[0] or "matters most" in findings[0]
+
+
+def _script_sources(page: str) -> list[str]:
+    """The src attributes of the page's <script> tags (script bodies are not parsed as markup)."""
+    sources: list[str] = []
+
+    class Scripts(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            sources.extend(v for k, v in attrs if tag == "script" and k == "src")
+
+    Scripts().feed(page)
+    return sources
+
+
+def test_report_page_is_self_contained_and_logged(results, capsys) -> None:
+    out = sweep("chaotic_10k", scale="smoke", samples=3, scheduler="none", overrides=["n_reports=3"], name="paged")
+    page = (results / "chaotic_10k" / "paged" / "report.html").read_text()
+    best = out.table["Best R²"].iloc[0]
+    assert 'id="regime-table"' in page and f"<td>{best}</td>" in page
+    for element in ("search-history", "learning-curves", "parallel-coordinates"):
+        assert f'id="{element}"' in page
+    assert _script_sources(page) == []  # works offline: plotly.js and the data are inlined
+    assert page.count('"type":"scatter"') >= 3 + 1  # one learning curve per trial, at least
+    assert all(p.text[:30] in page for p in out.plan.search_space.principles)
+    client = MlflowClient(out.plan.tracking_uri)
+    assert "report.html" in {a.path for a in client.list_artifacts(out.parent_run_id)}
+
+    (results / "chaotic_10k" / "paged" / "report.html").unlink()
+    assert cli(["report", out.parent_run_id]) == 0  # by run id, from the embedded store
+    assert (results / "chaotic_10k" / "paged" / "report.html").exists()

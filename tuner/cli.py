@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted sweep")
     r.add_argument("path", help="the sweep's Ray experiment folder (printed when it started)")
     r.add_argument("--address")
+    rp = sub.add_parser("report", help="rebuild a finished sweep's report page (results/<space>/<sweep>/report.html)")
+    rp.add_argument("path", help="the sweep's Ray experiment folder, or its MLflow parent run id")
+    rp.add_argument("--tracking-uri", help="where to find a parent run id (default: the embedded store)")
     t = sub.add_parser("table", help="the cross-sweep regime table of a family, rebuilt from MLflow")
     t.add_argument("--family", required=True)
     t.add_argument("--tracking-uri")
@@ -70,6 +73,7 @@ def _summary(outcome: SweepOutcome) -> int:
                   for c in outcome.trials.columns if c.startswith("param.")}
         print(f"best {family.metric}: {best[f'metric.{family.metric}']:.6g} with {params}")
     print(f"regime table: {outcome.table_path}")
+    print(f"report page: {outcome.table_path.with_name('report.html')}")
     print(f"MLflow parent run: {outcome.parent_run_id}")
     print(f"open it with:\n  mlflow ui --backend-store-uri {plan.tracking_uri}")
     if plan.study_storage:
@@ -166,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tuner.driver import resume
 
             return _summary(resume(args.path, address=args.address))
+        elif args.command == "report":
+            from tuner.driver import regenerate_report
+
+            print(f"report: {regenerate_report(args.path, args.tracking_uri)}")
         elif args.command == "spaces":
             return _spaces()
         elif args.command == "show":

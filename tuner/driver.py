@@ -24,6 +24,7 @@ from tuner.cluster import check_cluster_inputs, cluster_reason
 from tuner.outcome import best_trial, is_finite_number
 from tuner.plan import SweepPlan, TrackingIds, ensure_ray, plan_sweep, read_plan, write_plan
 from tuner.progress import ProgressPrinter
+from tuner.report import write_report
 from tuner.schedule import NonFiniteStopper, ResumableASHA, SchedulerState, make_scheduler
 from tuner.search import TruthfulOptunaSearch, distributions, make_sampler, study_storage
 from tuner.space import SearchSpace
@@ -32,8 +33,12 @@ from tuner.table import pareto_front, regime_row, to_markdown, trials_frame
 from tuner.tracking import (
     MlflowTrialLogger,
     call_with_retry,
+    default_tracking_uri,
     end_sweep_run,
+    log_report,
     mark_interrupted,
+    metric_histories,
+    parent_run_experiment_path,
     reopen_sweep_run,
     start_sweep_run,
     tracking_wait_s,
@@ -263,6 +268,7 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
         (out / "pareto_front.md").write_text(to_markdown(pareto) + "\n")
         extra_tables["pareto_front"] = (pareto, to_markdown(pareto))
     prune_checkpoints(plan.experiment_path, set(trials["trial_id"]))
+    report = write_sweep_report(plan, ids, table, trials)
     summary = {"n_trials": len(trials),
                f"{family.success}_share": float((trials["outcome"] == family.success).mean()),
                "compute_min": float(trials["time_total_s"].sum()) / 60}
@@ -276,14 +282,49 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
     stamp = int(time.time() * 1000)  # fixed, so that a retried send stores nothing twice
     metrics = [Metric(k, v, stamp, 0) for k, v in summary.items()]
     try:
-        call_with_retry(lambda: end_sweep_run(plan.tracking_uri, ids.parent_run_id, table, to_markdown(table),
-                                              metrics, failure, extra_tables, best_params),
-                        "MLflow: logging the regime table", tracking_wait_s())
+        call_with_retry(lambda: (log_report(plan.tracking_uri, ids.parent_run_id, report),
+                                 end_sweep_run(plan.tracking_uri, ids.parent_run_id, table, to_markdown(table),
+                                               metrics, failure, extra_tables, best_params)),
+                        "MLflow: logging the regime table and the report", tracking_wait_s())
     except Exception as err:  # the sweep is done and tabulated in `out`; only MLflow is missing it
         print(f"warning: MLflow did not take the regime table ({err}). It is in {out}; once the server is "
               f"back, send it with: python -m tuner resume {plan.experiment_path}", flush=True)
     return SweepOutcome(results=results, table=table, trials=trials, parent_run_id=ids.parent_run_id,
                         table_path=out / "regime_table.md", plan=plan, failure=failure, replicates=replicates)
+
+
+def write_sweep_report(plan: SweepPlan, ids: TrackingIds, table: pd.DataFrame, trials: pd.DataFrame) -> Path:
+    """results/<space>/<sweep>/report.html from the sweep's tables and its trials' learning curves (from MLflow;
+    without them when the tracking server cannot be reached)."""
+    family, space = plan.family, plan.search_space
+    try:
+        histories = metric_histories(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, family.metric)
+    except Exception as err:  # the page is still worth having; it says what is missing
+        print(f"warning: learning curves left out of the report, MLflow did not answer ({err})", flush=True)
+        histories = pd.DataFrame(columns=["trial_id", "step", "value"])
+    return write_report(results_dir() / space.name / plan.name / "report.html",
+                        title=f"{plan.name}: {space.name} at scale {plan.scale}", space=space, metric=family.metric,
+                        mode=family.mode, objectives=space.objectives_of(family),
+                        constraints=space.scales[plan.scale].constraints, table=table, trials=trials,
+                        histories=histories)
+
+
+def regenerate_report(path_or_run: str, tracking_uri: str | None = None) -> Path:
+    """`tuner report`: rebuild a finished sweep's report from its Ray experiment folder (or its MLflow parent
+    run id), write it beside its tables and log it to the parent run again."""
+    location = path_or_run
+    if "://" not in path_or_run and not Path(path_or_run).exists():  # a parent run id
+        location = parent_run_experiment_path(tracking_uri or default_tracking_uri(), path_or_run)
+    plan, ids = read_plan(location)
+    folder = results_dir() / plan.search_space.name / plan.name
+    if not (folder / "trials.parquet").exists():
+        raise TunerInputError(f"report: {folder} holds no trials.parquet; has the sweep finished? "
+                              f"(python -m tuner resume {plan.experiment_path})")
+    table, trials = pd.read_parquet(folder / "regime_table.parquet"), pd.read_parquet(folder / "trials.parquet")
+    path = write_sweep_report(plan, ids, table, trials)
+    call_with_retry(lambda: log_report(plan.tracking_uri, ids.parent_run_id, path), "MLflow: logging the report",
+                    tracking_wait_s())
+    return path
 
 
 def _fit_and_finish(tuner: tune.Tuner, plan: SweepPlan, ids: TrackingIds) -> SweepOutcome:

@@ -183,6 +183,27 @@ def reopen_sweep_run(tracking_uri: str, parent_run_id: str) -> None:
         client.update_run(parent_run_id, status="RUNNING")
 
 
+def metric_histories(tracking_uri: str, experiment_id: str, parent_run_id: str, metric: str) -> pd.DataFrame:
+    """Every report of `metric` of the sweep's trials (replicates excluded): trial_id, step, value."""
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=50000)
+    rows = [{"trial_id": run.data.tags[TRIAL_ID_TAG], "step": m.step, "value": m.value}
+            for run in runs if run.data.tags.get(REPLICATE_TAG) != "true"
+            for m in client.get_metric_history(run.info.run_id, metric)]
+    return pd.DataFrame(rows, columns=["trial_id", "step", "value"])
+
+
+def log_report(tracking_uri: str, run_id: str, path: Path) -> None:
+    """The sweep's report page as an artifact of its parent run (MLflow's artifact view shows HTML)."""
+    MlflowClient(tracking_uri).log_artifact(run_id, str(path))
+
+
+def parent_run_experiment_path(tracking_uri: str, run_id: str) -> str:
+    """The Ray experiment a sweep's parent run belongs to (its `experiment_path` tag)."""
+    return MlflowClient(tracking_uri).get_run(run_id).data.tags["experiment_path"]
+
+
 def regime_rows(tracking_uri: str, experiment: str) -> pd.DataFrame | None:
     """The regime rows of every finished sweep of `experiment`, oldest first (None when there are none)."""
     client = MlflowClient(tracking_uri)
