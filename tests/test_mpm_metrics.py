@@ -34,8 +34,14 @@ def test_scaled_prediction(truth):
 
 def test_noisy_prediction_is_worse(truth):
     rng = np.random.default_rng(1)
-    m = fit_metrics(truth, truth + 0.5 * rng.normal(size=truth.shape))
-    assert 0 < m["final_r2"] < 0.9 and m["kinograph_SSIM"] < 0.9
+    noise = 0.5 * rng.normal(size=truth.shape)
+    m = fit_metrics(truth, truth + noise)
+    signal = truth.astype(np.float64).var()
+    # independent noise: r² = var(truth) / (var(truth) + var(noise)), the squared Pearson r of the flattened arrays
+    assert m["final_r2"] == pytest.approx(np.corrcoef(truth.ravel(), (truth + noise).ravel())[0, 1] ** 2, rel=1e-9)
+    assert m["final_r2"] == pytest.approx(signal / (signal + 0.25), abs=0.01)
+    assert m["final_mse"] == pytest.approx(0.25, abs=0.01) and m["slope"] == pytest.approx(1, abs=0.03)
+    assert m["kinograph_SSIM"] < 0.9
 
 
 def test_kinograph_r2_constant_frame_counts_zero():

@@ -74,7 +74,9 @@ def test_short_fit_lowers_the_loss(tmp_path):
     for key in ("final_mse", "final_r2", "slope", "intercept", "kinograph_R2", "kinograph_SSIM", "total_params",
                 "compression_ratio", "training_time_min", "diverged"):
         assert math.isfinite(final[key]), key
-    assert final["final_r2"] > 0.5 and final["diverged"] == 0
+    assert final["final_r2"] >= 0.99 and final["diverged"] == 0
+    untrained = fit(tmp_path / "untrained", lr=1e-9)[-1]                  # same run, (almost) no learning
+    assert untrained["final_r2"] < 0.5 and untrained["loss"] > 100 * final["loss"]
     assert final["total_params"] == (3 + 1) * 32 + 2 * (32 * 32 + 32) + 33 * 4
     assert final["compression_ratio"] == pytest.approx(20 * 63 * 4 / final["total_params"])
 
@@ -94,13 +96,15 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_normalized_targets_siren_t_and_frame_batches(tmp_path):
-    raw = fit(tmp_path / "raw", field="S")[-1]
-    normalized = fit(tmp_path / "norm", field="S", normalize_targets=True)[-1]
-    assert normalized["final_r2"] > raw["final_r2"]
-    assert normalized["final_mse"] < 10 * normalized["target_std"] ** 2  # metrics are in raw units
+    # a window after the discs land (frames 1490-1509 of 3000), where S is not ~0; at the same settings raw S
+    # (~1e-4 against the head's init) learns nothing and z-scored S does (measured: 0.0016 vs 0.63)
+    raw = fit(tmp_path / "raw", field="S", n_frames=3000)[-1]
+    normalized = fit(tmp_path / "norm", field="S", n_frames=3000, normalize_targets=True)[-1]
+    assert raw["final_r2"] < 0.1 and normalized["final_r2"] > 0.5
+    assert normalized["final_mse"] < normalized["target_std"] ** 2        # metrics are in raw units
     siren_t = fit(tmp_path / "t", inr_type="siren_t", field="F", batch_frames=4)[-1]
     assert siren_t["total_params"] == 2 * 32 + 2 * (32 * 32 + 32) + 33 * 63 * 4
-    assert math.isfinite(siren_t["final_r2"])
+    assert siren_t["final_r2"] >= 0.99                                    # untrained (lr 1e-9): 0.0007
 
 
 def test_non_finite_loss_is_reported_once(tmp_path, monkeypatch):

@@ -5,8 +5,18 @@ import math
 import numpy as np
 import pytest
 
-from trainables.signal.metrics import (classify, cluster_accuracy, connectivity_r2, effective_rank, fit_r2, frame_r2,
-                                       linear_fit, rollout_pearson, rollout_r2, spectral_radius)
+from trainables.signal.metrics import (
+    classify,
+    cluster_accuracy,
+    connectivity_r2,
+    effective_rank,
+    fit_r2,
+    frame_r2,
+    linear_fit,
+    rollout_pearson,
+    rollout_r2,
+    spectral_radius,
+)
 
 rng = np.random.default_rng(0)
 W = rng.standard_normal((50, 50)) / np.sqrt(50)
@@ -71,6 +81,19 @@ def test_effective_rank_of_known_spectra():
     assert effective_rank(skewed, 0.89) == 1 and effective_rank(skewed, 0.95) == 2
     offset = np.ones((500, 20)) + 0.01 * equal  # not centered: the mean is the dominant component
     assert effective_rank(offset, 0.99) == 1
+
+
+def test_effective_rank_reference_top_k_formula():
+    """The reference's eff_rank (§5.4) keeps the leading min(100, min(T, N) - 1) singular values and normalizes by
+    their sum: with 200 equal singular values, 90% is 180 by the full spectrum but 90 by the top-100 formula."""
+    flat = np.zeros((300, 200))
+    flat[range(200), range(200)] = 1.0                         # s = 1 (200 times)
+    assert effective_rank(flat, 0.90) == 180 and effective_rank(flat, 0.90, top_k=100) == 90
+    assert effective_rank(flat[:, :50], 0.90, top_k=100) == 45  # k = min(100, 50 - 1) = 49: ceil(0.9 * 49)
+    q, _ = np.linalg.qr(rng.standard_normal((500, 20)))
+    v, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    equal = q[:, :5] @ v[:5]
+    assert effective_rank(equal, 0.99, top_k=100) == effective_rank(equal, 0.99) == 5  # k = 19 keeps all 5
 
 
 def test_spectral_radius():

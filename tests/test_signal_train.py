@@ -16,8 +16,11 @@ from tuner.single_run import main
 from tuner.validation import TunerInputError, validate_settings
 
 TINY = {"n_neurons": 30, "n_frames": 1000, "data_augmentation_loop": 10, "n_rollout_frames": 200, "n_reports": 5}
-FINAL = {"connectivity_R2", "test_R2", "test_pearson", "eff_rank_90", "eff_rank_99", "spectral_radius",
-         "cluster_accuracy", "final_loss", "training_time_min", "diverged", "loss"}
+FINAL = {"connectivity_R2", "test_R2", "test_pearson", "eff_rank_90", "eff_rank_99", "eff_rank_90_ref",
+         "eff_rank_99_ref", "spectral_radius", "cluster_accuracy", "final_loss", "training_time_min", "diverged", "loss"}
+# a seconds-long run that recovers W: N=25, 2000 frames, 1000 steps (Niter = int((2000*20 // 8)*0.2))
+RECOVER = {"n_neurons": 25, "n_frames": 2000, "data_augmentation_loop": 20, "n_rollout_frames": 100, "n_reports": 1,
+           "lr_W": 3e-2, "lr": 1e-3, "coeff_W_L1": 1e-5, "batch_size": 8, "device": "cpu"}
 
 
 class Interrupted(Exception):
@@ -75,6 +78,7 @@ def test_bad_settings_name_the_field(values, named):
 
 def test_family_registration_and_regime_columns():
     assert families()["signal"] is FAMILY
+    assert FAMILY.table.descriptors["eff_rank"] == "eff_rank_99_ref"  # the seed's formula (spec §5.4), comparable
     defaults = SignalSettings().model_dump()
     assert regime(defaults) == {"Regime": "chaotic, Dale=False", "E/I": "-", "n_frames": 10000, "n_neurons": 100,
                                 "n_types": 1}
@@ -91,15 +95,28 @@ def test_schedule_helpers():
     assert loss_coefficients(SignalSettings(), 0) == (1e-5, 100.0)
 
 
-def test_short_run_lowers_the_loss_and_reports_everything(tmp_path):
+def test_short_run_reports_everything(tmp_path):
     session = train(tmp_path, lr_W=1e-2)
-    losses = [r["loss"] for r in session.history]
-    assert len(session.history) == 5 and losses[-1] < 0.7 * losses[0]
+    assert len(session.history) == 5
     assert [r["step"] for r in session.history] == [50, 100, 150, 200, 250]  # Niter = int((1000*10 // 8)*0.2)
     final = session.history[-1]
     assert FINAL <= final.keys() and final["diverged"] == 0.0
-    assert all(math.isfinite(final[k]) for k in FINAL) and -1 <= final["connectivity_R2"] <= 1
+    assert all(math.isfinite(final[k]) for k in FINAL)
     assert len(session.saved) == 5 and (session.saved[0] / CHECKPOINT_FILE).exists()
+
+
+def test_training_recovers_w_and_lr_w_zero_does_not(tmp_path):
+    """The known answer of the family: the trained W matches the true one (R² >= 0.9), and the same run with W
+    frozen at its random init (lr_W=0) does not, though its MLPs still lower the loss."""
+    learned = train(tmp_path / "learned", **RECOVER).history[-1]
+    frozen_session = train(tmp_path / "frozen", **RECOVER | {"lr_W": 0.0})
+    frozen = frozen_session.history[-1]
+    assert learned["connectivity_R2"] >= 0.9, learned["connectivity_R2"]
+    assert frozen["connectivity_R2"] < 0.1, frozen["connectivity_R2"]
+    assert FAMILY.classify(learned) == "converged" and FAMILY.classify(frozen) == "failed"
+    assert learned["loss"] < 0.5 * frozen["loss"]                         # learning W is what fits the data
+    torch.manual_seed(24)  # the frozen W is exactly the init: torch.manual_seed(train_seed), randn(N, N) * mask
+    assert torch.equal(final_w(frozen_session), torch.randn(25, 25) * (1 - torch.eye(25)))
 
 
 def test_resume_continues_exactly(tmp_path):

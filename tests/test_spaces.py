@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from tuner.family import families, get_family
-from tuner.validation import TunerInputError
 from tuner.space import evaluate, load_space, space_files
+from tuner.validation import TunerInputError
 
 SIGNAL_BLOCKS = set(range(1, 11))
 MPM_REGIMES = {("F", 200), ("F", 400), ("Jp", 400), ("C", 400), ("S", 400), ("F", 600), ("Jp", 600), ("C", 600)}
@@ -51,10 +51,60 @@ def test_derived_ratio() -> None:
     assert evaluate("2 * a ** 2 - b / 4", {"a": 3, "b": 8}) == 16
 
 
-def test_mpm_inr_has_one_space_per_seed_regime() -> None:
-    regimes = {(s.fixed["field"], s.fixed["n_training_frames"]) for s in map(load_space, space_files().values())
-               if s.family == "mpm_inr"}
-    assert regimes == MPM_REGIMES
+def test_mpm_inr_has_one_seed_true_space_per_seed_regime() -> None:
+    """Each seed regime has exactly one space run as the seed logged it (raw targets); z-scored variants are
+    their own spaces, named *_zscored."""
+    spaces = [s for s in map(load_space, space_files().values()) if s.family == "mpm_inr"]
+    seed_true = [s for s in spaces if not s.name.endswith("_zscored")]
+    assert sorted((s.fixed["field"], s.fixed["n_training_frames"]) for s in seed_true) == sorted(MPM_REGIMES)
+    assert all(s.fixed["normalize_targets"] is False for s in seed_true)
+    zscored = {s.name: s for s in spaces if s.name.endswith("_zscored")}
+    assert set(zscored) == {"s_field_400f_zscored", "c_field_400f_zscored", "c_field_600f_zscored"}
+    for name, space in zscored.items():
+        assert space.fixed["normalize_targets"] is True
+        twin = load_space(name.removesuffix("_zscored"))
+        assert {k: v for k, v in space.fixed.items() if k != "normalize_targets"} == \
+            {k: v for k, v in twin.fixed.items() if k != "normalize_targets"}
+    principle = " ".join(p.text for p in zscored["s_field_400f_zscored"].principles)
+    assert "z-scoring makes S tractable" in principle and "0.99890" in principle and "0.46651" in principle
+
+
+def test_priors_are_centred_on_the_seed_evidence() -> None:
+    s_field = load_space("s_field_400f")
+    assert s_field.params["lr"].prior.center == 2.0e-5 and s_field.params["omega"].prior.center == 48
+    assert load_space("jp_field_400f").params["lr"].prior.center < 2.0e-4          # below the 2E-4 ceiling
+    for name, path in space_files().items():
+        space = load_space(path)
+        if space.family == "signal":                                              # L1 < 5E-7 is "catastrophic"
+            assert space.params["coeff_W_L1"].low >= 5.0e-7, name
+
+
+def test_every_warm_start_was_recorded_in_its_space_regime() -> None:
+    """A warm start's recorded value was measured under the space's own fixed settings (its `regime`)."""
+    checked = 0
+    for name, path in space_files().items():
+        space = load_space(path)
+        if space.family not in ("signal", "mpm_inr"):
+            continue
+        for i, ws in enumerate(space.warm_starts):
+            assert set(space.fixed) <= set(ws.regime), f"{name}: warm_starts[{i}] does not record its regime"
+            assert all(ws.regime[k] == v for k, v in space.fixed.items()), f"{name}: warm_starts[{i}]"
+            checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("s_field_400f", lambda ws: ws["regime"].update(normalize_targets=True)),     # z-scored value in a raw space
+    ("s_field_400f_zscored", lambda ws: ws["regime"].update(normalize_targets=False)),
+    ("chaotic_10k", lambda ws: ws["regime"].update(n_frames=20000)),               # another block's data
+    ("chaotic_10k", lambda ws: ws["regime"].update(sim_seed=0)),                   # another draw
+    ("f_field_400f", lambda ws: ws["regime"].update(sim_seed=1)),                  # not fixed: the default must match
+    ("chaotic_10k", lambda ws: ws["regime"].update(lr=1e-3)),                      # a tuned parameter is no regime
+])
+def test_warm_start_from_another_regime_is_refused(tmp_path: Path, name: str, edit) -> None:
+    path = _broken(tmp_path, lambda d: edit(d["warm_starts"][0]), name)
+    with pytest.raises(TunerInputError, match=r"warm_starts\[0\]\.regime"):
+        load_space(path)
 
 
 def test_scale_params_move_warm_starts_into_their_range() -> None:

@@ -164,19 +164,28 @@ class TruthfulOptunaSearch(OptunaSearch):
         return self.objectives[0]
 
     def restore(self, checkpoint_path: str) -> None:
-        """Ray's restore of a killed driver's searcher, then: study trials the saved searcher never heard of
-        (asked after its last save; Ray asks for their configurations again) are told FAIL and listed in the
-        study's user attribute `lost_with_driver`, so that none stays RUNNING in the study's database."""
+        """Ray's restore of a killed driver's searcher, then reconcile it with the study's database, which went on
+        after the searcher's last save: a trial the database already has told (it ended after that save) counts
+        as told — Ray re-runs it from its checkpoint, and Optuna cannot reopen it —, and study trials the saved
+        searcher never heard of (asked after its last save; Ray asks for their configurations again) are told
+        FAIL and listed in the study's user attribute `lost_with_driver`, so that none stays RUNNING."""
         super().restore(checkpoint_path)
+        by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
+        for trial_id, ot_trial in self._ot_trials.items():
+            stored = by_number.get(ot_trial.number)
+            if trial_id not in self._completed_trials and stored is not None and stored.state.is_finished():
+                self._completed_trials.add(trial_id)
+                self.told[trial_id] = stored.state.name
         known = {t.number for t in self._ot_trials.values()}
-        lost = [t.number for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.number not in known]
+        lost = [n for n, t in by_number.items() if t.state == TrialState.RUNNING and n not in known]
         for number in lost:
             self._ot_study.tell(number, state=TrialState.FAIL)
         if lost:
             self._ot_study.set_user_attr("lost_with_driver", lost + self._ot_study.user_attrs.get("lost_with_driver", []))
 
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        if trial_id in self._completed_trials:  # told before a restart (see `restore`)
+            return
         if len(self.objectives) == 1 and is_finite_number(result.get(self.metric)):
             super().on_trial_result(trial_id, dict(result))  # Optuna takes no intermediate values for several
 

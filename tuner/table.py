@@ -61,7 +61,10 @@ def trials_frame(results: Iterable[Any], family: Family, max_reports: int,
         row.update({f"setting.{k}": v for k, v in resolve(r.config).items()})
         row.update({f"metric.{k}": v for k, v in metrics.items()})
         rows.append(row)
-    return pd.DataFrame(rows)
+    trials = pd.DataFrame(rows)
+    if f"metric.{family.metric}" not in trials:  # no trial reported (e.g. every one raised at start)
+        trials[f"metric.{family.metric}"] = np.nan
+    return trials
 
 
 def importance(space: SearchSpace, trials: pd.DataFrame, metric: str, mode: str) -> dict[str, float]:
@@ -104,8 +107,7 @@ def key_finding(space: SearchSpace, family: Family, trials: pd.DataFrame) -> str
     over resamples and its range among the top trials — or "no clear driver yet" when the evidence is too thin
     or the leading shares overlap; then the success share and divergences. Deterministic for the same trials."""
     metric_col = f"metric.{family.metric}"
-    values = pd.to_numeric(trials.get(metric_col, pd.Series(np.nan, index=trials.index)), errors="coerce")
-    finite = trials[np.isfinite(values)]
+    finite = trials[np.isfinite(pd.to_numeric(trials[metric_col], errors="coerce"))]
     finished = finite[finite["status"] == Outcome.FINISHED.label]
     n, n_ok = len(trials), int((trials["outcome"] == family.success).sum())
     parts = []

@@ -1,4 +1,4 @@
-from tuner.single_run import main
 from trainables.flyvis.family import FAMILY
+from tuner.single_run import main
 
 raise SystemExit(main(FAMILY))

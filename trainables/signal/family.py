@@ -48,7 +48,9 @@ FAMILY = Family(
     resources={"smoke": Resources(cpu=1), "cpu": Resources(cpu=1), "full": Resources(cpu=1, gpu=0.25)},
     table=RegimeTable(
         regime=regime,
-        descriptors={"eff_rank": "eff_rank_99", "spectral radius": "spectral_radius"},
+        # the seed's eff_rank column is the reference's top-100 normalized formula (spec §5.4): at N=1000 the
+        # full-SVD eff_rank_99 reads ~3x higher on the same data, so the table shows the comparable one
+        descriptors={"eff_rank": "eff_rank_99_ref", "spectral radius": "spectral_radius"},
         best="Best R²",
         key_params={"Optimal lr_W": "lr_W", "Optimal L1": "coeff_W_L1"},
     ),

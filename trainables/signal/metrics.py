@@ -61,16 +61,48 @@ def rollout_pearson(data: np.ndarray, prediction: np.ndarray) -> float:
     return float(r.mean())                                    # nanmean: invalid neurons are left out
 
 
-def effective_rank(activity: np.ndarray, q: float) -> int:
-    """Number of singular values of the (T, N) activity, NOT centered, holding a fraction q of sum s^2 (§5.4)."""
+REFERENCE_TOP_K = 100  # the reference's analyze_data_svd keeps at most 100 singular values (spec §5.4)
+
+
+def activity_spectrum(activity: np.ndarray) -> np.ndarray:
+    """Singular values of the (T, N) activity, NOT centered, after the reference's subsampling (§5.4): every
+    ceil(N/1024)-th neuron above 1024 neurons, every ceil(T'N/1e7)-th frame above 1e7 entries."""
     a = activity
     if a.shape[1] > 1024:
         a = a[:, :: math.ceil(a.shape[1] / 1024)]
     if a.size > 1e7:
         a = a[:: math.ceil(a.size / 1e7)]
-    s = np.linalg.svd(np.asarray(a, dtype=np.float64), compute_uv=False)
-    explained = np.cumsum(s**2) / np.sum(s**2)                # c_m = cumsum(s^2) / sum(s^2), full spectrum
+    return np.linalg.svd(np.asarray(a, dtype=np.float64), compute_uv=False)
+
+
+def rank_of_spectrum(s: np.ndarray, q: float, top_k: int | None = None, shape: tuple[int, int] | None = None) -> int:
+    """Smallest m with cumsum(s^2)[m] / sum(s^2) >= q over the full spectrum s (top_k=None), or over its leading
+    min(top_k, min(T', N') - 1) values (the reference's normalization; `shape` = (T', N'), default len(s) + 1)."""
+    if top_k is not None:
+        k = min(top_k, (min(shape) if shape is not None else len(s) + 1) - 1)
+        s = s[:k]
+    explained = np.cumsum(s**2) / np.sum(s**2)                # c_m = cumsum(s^2) / sum(s^2) over the kept values
     return int(np.searchsorted(explained, q) + 1)
+
+
+def effective_rank(activity: np.ndarray, q: float, top_k: int | None = None) -> int:
+    """Number of singular values of the (T, N) activity, NOT centered, holding a fraction q of sum s^2 (§5.4).
+
+    top_k=None: the full spectrum (c_m = cumsum(s^2) / sum over all s^2). top_k=k: the reference's formula,
+    which keeps only the leading min(k, min(T', N') - 1) values and normalizes by their sum, so it can never
+    exceed k (the seed's eff_rank column; at N=1000 it reads far below the full-spectrum value). Neurons and
+    frames are subsampled as the reference does either way. The reference's randomized SVD (sklearn, for
+    T'N' > 1e6) is replaced by the exact singular values it approximates."""
+    s = activity_spectrum(activity)
+    return rank_of_spectrum(s, q, top_k, subsampled_shape(activity))
+
+
+def subsampled_shape(activity: np.ndarray) -> tuple[int, int]:
+    """(T', N') after the subsampling of `activity_spectrum`."""
+    t, n = activity.shape
+    n_kept = len(range(0, n, math.ceil(n / 1024))) if n > 1024 else n
+    t_kept = len(range(0, t, math.ceil(t * n_kept / 1e7))) if t * n_kept > 1e7 else t
+    return t_kept, n_kept
 
 
 def spectral_radius(w: np.ndarray) -> float:

@@ -3,18 +3,38 @@
     du_i/dt = -a_i u_i + b_i + s_i tanh(u_i) + g_i sum_{j != i} W_ij tanh((u_j - h_j) / w_j)
 
 W[post, pre]; a, b, g, s belong to the target neuron i, w and h to the source neuron j.
-One numpy Generator seeded with `sim_seed` draws W, the initial state and the process noise.
+
+Draws are the reference code's (spec §1.2, §2): `sim_seed = s` gives the network and initial state that
+the original generator makes for its `simulation.seed = s`. That generator seeds both torch and NumPy's
+legacy global RNG with s, then draws, in this order:
+  torch: randperm(N), randn(N, 2), randn(N, 1) * 5 (= u0), randn(N, 1)   (neuron init)
+  numpy: randn(N, N) * sqrt(1/N)                       (chaotic W)
+         or randn(N, r), randn(r, N); W = U V / sqrt(rN)   (low_rank W)
+  W -> float32, diagonal 0, |W| with columns j >= int(N * factor) negated (Dale's law)
+  torch: rand(N, N) > f zeroes an edge                (filling factor f < 1)
+  torch: randn(N) * sigma after every Euler step       (process noise, warm-up included)
+Here a local `np.random.RandomState(s)` (the legacy generator's stream) and a local `torch.Generator`
+seeded with s replay those calls without touching global RNG state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainables.signal.metrics import effective_rank, spectral_radius
+from trainables.signal.metrics import (
+    REFERENCE_TOP_K,
+    activity_spectrum,
+    rank_of_spectrum,
+    spectral_radius,
+    subsampled_shape,
+)
 from tuner.cache import cached_arrays
+
+if TYPE_CHECKING:  # torch loads only when data is generated: settings validation imports this module
+    import torch
 
 DT = 0.01
 WARMUP_STEPS = 100
@@ -30,26 +50,57 @@ TYPE_PARAMS = {
 SIMULATION_SETTINGS = ("n_neurons", "n_frames", "connectivity_type", "connectivity_rank", "Dale_law",
                        "Dale_law_factor", "connectivity_filling_factor", "n_types", "gain", "self_coupling",
                        "noise_model_level", "sim_seed")
-CACHE_VERSION = 2  # bump when the generated data changes for the same settings
+CACHE_VERSION = 3  # bump when the generated data changes for the same settings (3: reference-compatible draws)
 
 
 def connectivity(n: int, kind: str, rank: int, dale: bool, dale_factor: float, fill: float,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Ground-truth W (n x n, zero diagonal), spec §2."""
+                 rng: np.random.RandomState, torch_rng: torch.Generator | None = None) -> np.ndarray:
+    """Ground-truth W (n x n float32, zero diagonal), spec §2, with the reference code's draws: W from the
+    NumPy legacy stream `rng`, the filling mask from the torch stream `torch_rng` (torch.rand(n, n) > f)."""
     if kind == "chaotic":
-        w = rng.standard_normal((n, n)) * np.sqrt(1 / n)                  # W_ij ~ N(0, 1/N)
+        w = rng.randn(n, n) * np.sqrt(1 / n)                              # W_ij ~ N(0, 1/N)
     elif kind == "low_rank":
-        u, v = rng.standard_normal((n, rank)), rng.standard_normal((rank, n))
+        u = rng.randn(n, rank)
+        v = rng.randn(rank, n)
         w = u @ v / np.sqrt(rank * n)                                     # W = U V / sqrt(rN)
     else:
         raise ValueError(f"connectivity_type must be 'chaotic' or 'low_rank', got {kind!r}")
+    w = w.astype(np.float32)                                              # the reference keeps W in float32
     np.fill_diagonal(w, 0)
     if dale:
         w = np.abs(w)
         w[:, int(n * dale_factor):] *= -1                                 # presynaptic j >= n_E inhibitory
     if fill < 1:
-        w[rng.random((n, n)) > fill] = 0                                  # keep each edge with prob f
+        import torch
+
+        if torch_rng is None:
+            raise ValueError("a filling factor < 1 draws its mask from torch: pass torch_rng")
+        drop = (torch.rand(n, n, generator=torch_rng) > fill).numpy()     # keep each edge with prob f
+        w[drop] = 0
     return w
+
+
+def initial_state(n: int, torch_rng: torch.Generator) -> np.ndarray:
+    """u0 (float32) from the reference's neuron init: randperm(N) (positions), randn(N, 2) (dpos),
+    randn(N, 1) * 5 (u0), randn(N, 1) * 0.1 (a second feature), drawn in that order."""
+    import torch
+
+    torch.randperm(n, generator=torch_rng)
+    torch.randn(n, 2, generator=torch_rng)
+    u0 = torch.randn(n, 1, generator=torch_rng) * 5                      # u_i(0) ~ N(0, 5^2)
+    torch.randn(n, 1, generator=torch_rng)
+    return u0[:, 0].numpy()
+
+
+def reference_draw(n: int, kind: str, rank: int, dale: bool, dale_factor: float, fill: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, torch.Generator]:
+    """(W, u0, torch stream) of the reference generator seeded with `seed`; the stream then draws the noise."""
+    import torch
+
+    torch_rng = torch.Generator(device="cpu").manual_seed(seed)
+    u0 = initial_state(n, torch_rng)                                      # torch draws come first,
+    w = connectivity(n, kind, rank, dale, dale_factor, fill, np.random.RandomState(seed), torch_rng)  # then W
+    return w, u0, torch_rng
 
 
 def neuron_types(n: int, n_types: int) -> np.ndarray:
@@ -73,17 +124,26 @@ def derivative(u: np.ndarray, w: np.ndarray, params: np.ndarray) -> np.ndarray:
 
 
 def integrate(u0: np.ndarray, w: np.ndarray, params: np.ndarray, n_steps: int, noise_level: float = 0.0,
-              rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Euler from u0 for n_steps: states u (n_steps+1, N) and exact drifts du/dt at them (no noise), float32."""
-    u_all = np.empty((n_steps + 1, len(u0)), dtype=np.float32)
-    du_all = np.empty_like(u_all)
+              rng: torch.Generator | None = None, store: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Euler from u0 for n_steps: states u (n_steps+1, N) and exact drifts du/dt at them (no noise), float32.
+
+    The process noise sigma * randn(N) is drawn from the torch stream `rng` after every Euler step, the last
+    one included (as the reference does). With store=False only the state after n_steps is returned (1, N)."""
+    if noise_level > 0:
+        import torch
+    shape = (n_steps + 1 if store else 1, len(u0))
+    u_all, du_all = np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
     u, w = np.asarray(u0, dtype=np.float64), np.asarray(w, dtype=np.float64)
     for t in range(n_steps + 1):
         du = derivative(u, w, params)
-        u_all[t], du_all[t] = u, du
+        if store:
+            u_all[t], du_all[t] = u, du
+        elif t == n_steps:
+            u_all[0], du_all[0] = u, du
+            break
         u = u + DT * du                                                   # u <- u + dt du/dt
-        if noise_level > 0:
-            u = u + noise_level * rng.standard_normal(len(u))              # process noise, not scaled by sqrt(dt)
+        if noise_level > 0:                                               # process noise, not scaled by sqrt(dt)
+            u = u + noise_level * torch.randn(len(u), generator=rng, dtype=torch.float32).numpy()
     return u_all, du_all
 
 
@@ -91,21 +151,26 @@ def simulate(n_neurons: int, n_frames: int, connectivity_type: str, connectivity
              Dale_law_factor: float, connectivity_filling_factor: float, n_types: int, gain: float,
              self_coupling: float | None, noise_model_level: float, sim_seed: int) -> dict[str, np.ndarray]:
     """Generate one dataset: activity u and target du/dt (n_frames+1, N), W, types, data descriptors."""
-    rng = np.random.default_rng(sim_seed)
-    w = connectivity(n_neurons, connectivity_type, connectivity_rank, Dale_law, Dale_law_factor,
-                     connectivity_filling_factor, rng).astype(np.float32)  # simulate with the stored W
+    w, u0, torch_rng = reference_draw(n_neurons, connectivity_type, connectivity_rank, Dale_law, Dale_law_factor,
+                                      connectivity_filling_factor, sim_seed)
     types = neuron_types(n_neurons, n_types)
     params = neuron_params(types, n_types, gain, self_coupling)
-    u0 = 5 * rng.standard_normal(n_neurons)                               # u_i(0) ~ N(0, 5^2)
-    warm, _ = integrate(u0, w, params, WARMUP_STEPS, noise_model_level, rng)
-    u, du = integrate(warm[-1], w, params, n_frames, noise_model_level, rng)  # from the stored float32 state,
+    warm, _ = integrate(u0, w, params, WARMUP_STEPS, noise_model_level, torch_rng, store=False)  # 100 steps
+    u, du = integrate(warm[0], w, params, n_frames, noise_model_level, torch_rng)  # from the stored float32 state,
                                                                           # so re-simulating from u[0] matches
     return {
         "u": u, "du": du, "W": w, "types": types, "params": params,
         "spectral_radius": np.float64(spectral_radius(w)),               # rho(W), without the gain
-        "eff_rank_90": np.int64(effective_rank(u, 0.90)),
-        "eff_rank_99": np.int64(effective_rank(u, 0.99)),
+        **effective_ranks(u),
     }
+
+
+def effective_ranks(u: np.ndarray) -> dict[str, np.int64]:
+    """eff_rank_90/99 by the full SVD, and eff_rank_90_ref/99_ref by the reference's top-100 formula (the
+    seed's), from one SVD of the activity."""
+    s, shape = activity_spectrum(u), subsampled_shape(u)
+    return {f"eff_rank_{round(100 * q)}{suffix}": np.int64(rank_of_spectrum(s, q, top_k, shape))
+            for suffix, top_k in (("", None), ("_ref", REFERENCE_TOP_K)) for q in (0.90, 0.99)}
 
 
 def load_or_simulate(settings: Mapping[str, Any]) -> dict[str, np.ndarray]:

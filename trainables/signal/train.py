@@ -19,6 +19,8 @@ from tuner.family import Session
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_METRICS = ("connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy", "final_loss")
+# data descriptors: rho(W), and the effective rank by the full SVD and by the reference's top-100 formula (_ref)
+DESCRIPTORS = ("spectral_radius", "eff_rank_90", "eff_rank_99", "eff_rank_90_ref", "eff_rank_99_ref")
 
 
 def loss_coefficients(s: SignalSettings, epoch: int) -> tuple[float, float]:
@@ -106,8 +108,7 @@ def _run(s: SignalSettings, session: Session) -> None:
     n = s.n_neurons
     xnorm = round(1.5 * float(data["u"].std()))                           # xnorm = round(1.5 std(u))
     delta = xnorm / 150                                                   # monotonicity shift
-    descriptors = {"spectral_radius": float(data["spectral_radius"]),
-                   "eff_rank_90": float(data["eff_rank_90"]), "eff_rank_99": float(data["eff_rank_99"])}
+    descriptors = {name: float(data[name]) for name in DESCRIPTORS}
 
     torch.manual_seed(s.train_seed)
     model = SignalGNN(n, s.embedding_dim, s.hidden_dim, s.low_rank if s.low_rank_factorization else None,

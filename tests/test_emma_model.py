@@ -1,0 +1,105 @@
+"""HRR algebra, the batched model against the reference-style per-item loop, and honest evaluation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainables.emma.data import batches, train_set, val_set
+from trainables.emma.model import EmmaModel, WriteControl, bind, normalize, unbind
+from trainables.emma.reference import item_write, reference_forward
+from trainables.emma.settings import EmmaSettings
+from trainables.emma.train import evaluate
+
+SMALL = {"seq_len": 48, "train_size": 6, "val_size": 8, "mem_dim": 32, "memory_slots": 32, "memory_buckets": 4,
+         "memory_k_top": 3, "hid_dim": 16, "emb_dim": 8, "num_values": 8, "vocab_extra": 10, "n_pairs": 2,
+         "cleanup_blend_raw": 0.7, "cleanup_blend_clean": 0.3, "write_norm_clip": 0.5, "write_strength": 0.5,
+         "write_decay": 0.9}
+
+
+def test_bind_unbind_round_trip():
+    g = torch.Generator().manual_seed(0)
+    a, b = normalize(torch.randn(5, 256, generator=g)), normalize(torch.randn(5, 256, generator=g))
+    assert torch.allclose(unbind(bind(a, b), a), b, atol=1e-4)
+    assert F.cosine_similarity(unbind(bind(a, b), b), a).min() > 0.999   # binding commutes
+    assert F.cosine_similarity(unbind(bind(a, b), a[[1, 2, 3, 4, 0]]), b).abs().max() < 0.3  # wrong key: noise
+
+
+def loss_of(logits_main, logits_aux, v_pred_write, protos, y):
+    return (F.cross_entropy(logits_main, y) + 0.3 * F.cross_entropy(logits_aux, y)
+            + (1 - (v_pred_write * protos[y]).sum(-1)).mean())
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("alpha", [0.0, 0.4])
+def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha):
+    torch.set_default_dtype(torch.float64)
+    try:
+        s = EmmaSettings(**SMALL, memory_mode="shared" if shared else "per_sequence")
+        torch.manual_seed(0)
+        model = EmmaModel(s).eval()                      # eval: spectral norm without a power-iteration update
+        batch = train_set(s, 0)
+        ctl = WriteControl(alpha=alpha, mem_scale=0.6, strength=0.5, shared=shared)
+        out = model(batch, ctl, batch.target)
+        loss_of(out.logits_main, out.logits_aux, out.v_pred_write, model.prototypes(), batch.target).backward()
+        batched = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad()
+        ref = reference_forward(model, batch, ctl, batch.target)
+        loss_of(ref["logits_main"], ref["logits_aux"], ref["v_pred_write"], model.prototypes(), batch.target).backward()
+        looped = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        assert torch.allclose(out.logits_main, ref["logits_main"], atol=1e-10)
+        assert torch.allclose(out.logits_aux, ref["logits_aux"], atol=1e-10)
+        assert batched.keys() == looped.keys() and "deq.lin1.parametrizations.weight.original" in batched
+        for name, grad in batched.items():
+            assert torch.allclose(grad, looped[name], atol=1e-9), name
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("k_top", [3, 8])                       # top-k inside the bucket, or all of its 8 slots
+def test_vectorised_write_equals_item_writes(k_top):
+    s = EmmaSettings(**{**SMALL, "memory_k_top": k_top})
+    torch.manual_seed(1)
+    model = EmmaModel(s)
+    k, v = normalize(torch.randn(6, 32)), normalize(torch.randn(6, 32))
+    state = model.memory.empty(6)
+    model.memory.write(state, torch.arange(6), k, v, 0.5)
+    model.memory.write(state, torch.arange(6), v, k, 0.5)          # second writes: decay, collisions
+    looped = torch.zeros(6, 32, 32)
+    for i in range(6):
+        item_write(model, looped[i], k[i], v[i], 0.5)
+        item_write(model, looped[i], v[i], k[i], 0.5)
+    assert torch.allclose(state.slots(), looped, atol=1e-6)
+    assert int(state.slot_writes.sum()) == 2 * 6 * k_top and int(state.collisions.sum()) <= 6 * k_top
+
+
+def test_labels_are_required_for_assisted_writes():
+    s = EmmaSettings(**SMALL)
+    model = EmmaModel(s)
+    with pytest.raises(ValueError, match="labels"):
+        model(train_set(s, 0), WriteControl(alpha=0.5))
+
+
+@pytest.mark.parametrize("task", ["needle", "listops"])
+def test_honest_evaluation_never_reads_the_label(task):
+    extra = {"seq_len": 345, "mem_dim": 32} if task == "listops" else {}
+    s = EmmaSettings(**{**SMALL, **extra, "task": task, "val_size": 16})
+    torch.manual_seed(0)
+    model = EmmaModel(s).eval()                      # train mode would update spectral-norm vectors per call
+    data = batches(val_set(s, 0), 8)
+    honest = WriteControl(mem_scale=0.6)
+    assisted = WriteControl(alpha=0.7, mem_scale=0.6)
+    with torch.no_grad():
+        before = [model.run(b, honest).logits_main for b in data]
+        corrupted = [b.rows(slice(None)) for b in data]
+        for b in corrupted:
+            b.target = (b.target + 1) % 8                             # every label wrong
+        after = [model.run(b, honest).logits_main for b in corrupted]
+        mixed = [model.run(b, assisted, b.target).logits_main for b in data]
+        mixed_bad = [model.run(b, assisted, b.target).logits_main for b in corrupted]
+    assert all(torch.equal(x, y) for x, y in zip(before, after))
+    assert not all(torch.equal(x, y) for x, y in zip(mixed, mixed_bad))   # the assisted score does read them
+    good = evaluate(model, data, honest, s, honest=True, prefix="h_")
+    bad = evaluate(model, corrupted, honest, s, honest=True, prefix="h_")
+    for key in ("h_read_cleanup_cos", "h_addr_entropy", "h_bucket_collision_rate"):   # label-free: identical
+        assert good[key] == bad[key], key
+    assert good["h_read_cos"] != bad["h_read_cos"]                        # label-scored: the labels did change
