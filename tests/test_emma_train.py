@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from recording import Interrupted, Recorder
 
 from trainables.emma.family import FAMILY, regime
 from trainables.emma.settings import EmmaSettings
@@ -19,25 +20,6 @@ TINY = {"seq_len": 48, "train_size": 48, "val_size": 16, "mem_dim": 64, "memory_
         "hid_dim": 32, "emb_dim": 16, "epochs": 3, "n_reports": 3, "device": "cpu"}
 
 
-class Interrupted(Exception):
-    pass
-
-
-class Recorder:
-    """A Session that keeps every report and checkpoint, and can stop the run after some reports."""
-
-    def __init__(self, folder, checkpoint=None, stop_after=None):
-        self.folder, self.checkpoint, self.stop_after = folder, checkpoint, stop_after
-        self.history, self.saved = [], []
-
-    def report(self, metrics, save=None):
-        self.history.append(dict(metrics))
-        if save is not None:
-            self.saved.append(self.folder / f"report{len(self.history)}")
-            self.saved[-1].mkdir(parents=True)
-            save(self.saved[-1])
-        if len(self.history) == self.stop_after:
-            raise Interrupted
 
 
 def train(folder, checkpoint=None, stop_after=None, **overrides):

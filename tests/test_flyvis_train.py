@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from pydantic import ValidationError
+from recording import Interrupted, Recorder
 
 from trainables.flyvis.family import FAMILY
 from trainables.flyvis.settings import DEFAULT_CHECKPOINT, FlyVisSettings, steps_per_epoch
@@ -16,25 +17,6 @@ TINY = {"extent": 1, "n_frames": 300, "n_test_frames": 50, "sequence_frames": 50
         "n_reports": 3, "gmm_components": 10, "params_source": "sampled"}
 
 
-class Interrupted(Exception):
-    pass
-
-
-class Recorder:
-    """A Session that keeps every report and checkpoint, and can stop the run after some reports."""
-
-    def __init__(self, folder, checkpoint=None, stop_after=None):
-        self.folder, self.checkpoint, self.stop_after = folder, checkpoint, stop_after
-        self.history, self.saved = [], []
-
-    def report(self, metrics, save=None):
-        self.history.append(dict(metrics))
-        if save is not None:
-            self.saved.append(self.folder / f"report{len(self.history)}")
-            self.saved[-1].mkdir(parents=True)
-            save(self.saved[-1])
-        if len(self.history) == self.stop_after:
-            raise Interrupted
 
 
 def train(folder, checkpoint=None, stop_after=None, **overrides):

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from recording import Interrupted, Recorder
 
 from trainables.signal.family import FAMILY, regime
 from trainables.signal.settings import SignalSettings, steps_per_epoch
@@ -23,25 +24,6 @@ RECOVER = {"n_neurons": 25, "n_frames": 2000, "data_augmentation_loop": 20, "n_r
            "lr_W": 3e-2, "lr": 1e-3, "coeff_W_L1": 1e-5, "batch_size": 8, "device": "cpu"}
 
 
-class Interrupted(Exception):
-    pass
-
-
-class Recorder:
-    """A Session that keeps every report and checkpoint, and can stop the run after some reports."""
-
-    def __init__(self, folder, checkpoint=None, stop_after=None):
-        self.folder, self.checkpoint, self.stop_after = folder, checkpoint, stop_after
-        self.history, self.saved = [], []
-
-    def report(self, metrics, save=None):
-        self.history.append(dict(metrics))
-        if save is not None:
-            self.saved.append(self.folder / f"report{len(self.history)}")
-            self.saved[-1].mkdir(parents=True)
-            save(self.saved[-1])
-        if len(self.history) == self.stop_after:
-            raise Interrupted
 
 
 def train(folder, checkpoint=None, stop_after=None, **overrides):
