@@ -60,15 +60,13 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _callbacks(plan: SweepPlan, ids: TrackingIds, scheduler: Any) -> list[Any]:
+def _trial_callbacks(plan: SweepPlan, ids: TrackingIds, total: int, replicate: bool = False) -> list[Any]:
+    """The trial logger (MLflow child runs) and the progress printer of one of the sweep's Ray experiments."""
     family = plan.family
-    kept = [SchedulerState(scheduler)] if isinstance(scheduler, ResumableASHA) else []
-    return kept + [
-        MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
-                          max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
-                          wait_s=tracking_wait_s()),
-        ProgressPrinter(family.metric, plan.max_reports, plan.samples, family.mode),
-    ]
+    return [MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
+                              max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
+                              wait_s=tracking_wait_s(), replicate=replicate),
+            ProgressPrinter(family.metric, plan.max_reports, total, family.mode)]
 
 
 def _trainable(plan: SweepPlan) -> Any:
@@ -80,6 +78,7 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
     metric, mode, max_t = family.metric, family.mode, plan.max_reports
     objectives = space.objectives_of(family)
     scheduler = make_scheduler(plan.scheduler, space, metric, mode, max_t)
+    kept = [SchedulerState(scheduler)] if isinstance(scheduler, ResumableASHA) else []  # rungs saved with Ray's state
     if space.params:
         many = len(objectives) > 1
         search_alg = TruthfulOptunaSearch(
@@ -99,7 +98,8 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
             trial_dirname_creator=_trial_dirname),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=plan.storage, stop=NonFiniteStopper(metric), verbose=0,
-            callbacks=_callbacks(plan, ids, scheduler), failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+            callbacks=kept + _trial_callbacks(plan, ids, plan.samples),
+            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))  # all: see storage.prune_checkpoints
 
 
@@ -229,10 +229,7 @@ def _replicate(plan: SweepPlan, ids: TrackingIds, trials: pd.DataFrame) -> tuple
             run_config=tune.RunConfig(
                 name=path.rsplit("/", 1)[-1], storage_path=plan.storage, stop=NonFiniteStopper(family.metric),
                 verbose=0, failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-                callbacks=[MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id,
-                                             metric=family.metric, max_reports=plan.max_reports, resolve=plan.resolve,
-                                             classify=family.classify, wait_s=tracking_wait_s(), replicate=True),
-                           ProgressPrinter(family.metric, plan.max_reports, len(configs), family.mode)]))
+                callbacks=_trial_callbacks(plan, ids, len(configs), replicate=True)))
     return fit(tuner)
 
 
