@@ -1,6 +1,6 @@
 """Faults a user hits, each through the CLI in its own process: Ctrl-C while trials are pending and while a
 sweep finishes, a killed driver, a killed trial worker, trials that raise or diverge, a device the machine does
-not have. For each: the exit code, no driver traceback, the MLflow store (one child run per trial, no step
+not have, a results disk that fills up. For each: the exit code, no driver traceback, the MLflow store (one child run per trial, no step
 logged twice, no run left RUNNING), the searcher's Optuna states, and what `resume` does."""
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 
 def _no_driver_traceback(output: str) -> None:
-    """The driver itself never crashes: Ray prints each failing trial's traceback, our CLI none after them."""
-    assert "Traceback" not in output.rsplit("ended)", 1)[-1], output
+    """The driver itself never crashes: Ray prints each failing trial's traceback, our CLI none after them (lines
+    a Ray worker printed while it was shut down, prefixed '(<trial> pid=N)', are not the driver's)."""
+    driver = [line for line in output.rsplit("ended)", 1)[-1].splitlines() if not re.search(r"\(\w+ pid=\d+\)", line)]
+    assert "Traceback" not in "\n".join(driver), output
 
 
 def _store(results: Path) -> tuple[MlflowClient, list, list]:
@@ -185,6 +187,47 @@ def test_ctrl_c_with_pending_trials_then_resume_matches_an_uninterrupted_sweep(
     _check_optuna(experiment, trials, results)
     _replay_asha(experiment, trials, reduction_factor=3, max_reports=6)
     assert _configs(trials) == _configs(uninterrupted)  # the same trials as without the interrupt
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 64 MiB tmpfs (needs root, as CI and the dev machine have): a results folder that can fill up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    assert mounted.returncode == 0, f"cannot mount a tmpfs (root needed): {mounted.stderr.decode()}"
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+@pytest.mark.slow
+def test_results_disk_filling_up_stops_the_sweep_and_resume_matches_an_uninterrupted_sweep(
+        small_disk: Path, isolated_cache: Path, uninterrupted: pd.DataFrame) -> None:
+    """Every byte of the results folder's disk taken mid-sweep (by another program): trials wait instead of
+    failing, the sweep stops (exit 75) for a resume; resume is refused while the disk is full; once space is
+    back it ends with the trials and pruning decisions of an uninterrupted sweep."""
+    results = small_disk / "results"
+    env = {**_env(results, isolated_cache), "TUNER_MIN_FREE_MB": "16"}
+    cli = Cli([*SEEDED, "--name", "cut"], env)
+    cli.wait_for(r" report \d+/", count=3)
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)  # until ENOSPC
+    assert cli.finish() == 75, cli.output
+    assert re.search(r"sweep stopped: .*results has 0\.\d MiB free", cli.output), cli.output
+    assert "python -m tuner resume" in cli.output and "Traceback" not in cli.output, cli.output
+
+    experiment = results / "ray" / "cut"
+    rc, output = _run(["resume", str(experiment)], env)
+    assert rc == 2 and "free space first" in output, output
+    filler.unlink()
+    rc, output = _run(["resume", str(experiment)], env)
+    assert rc == 0, output
+    _no_driver_traceback(output)
+    trials = _trials(results, "cut")
+    _check_store(results, trials, reports=6)
+    _check_optuna(experiment, trials, results)
+    _replay_asha(experiment, trials, reduction_factor=3, max_reports=6)
+    assert _configs(trials) == _configs(uninterrupted)
 
 
 @pytest.mark.slow

@@ -78,6 +78,19 @@ def test_every_part_names_the_same_outcome(case: str, tmp_path: Path, capsys: py
     assert table["status"].tolist() == [label]
 
 
+def test_a_trial_that_never_started_is_an_error_row_without_params() -> None:
+    """A worker that died before the trial's first report leaves Ray no result, hence no config."""
+    space = load_space("chaotic_10k")
+    family = get_family(space.family)
+    started = SimpleNamespace(metrics={**CASES["finished"][0], "trial_id": "a"}, error=None,
+                              config=dict(space.warm_starts[0].params), path="/x/a")
+    never = SimpleNamespace(metrics={}, error=RuntimeError("worker died"), config=None, path="/x/b")
+    table = trials_frame([started, never], family, MAX_REPORTS, resolve=lambda c: space.resolve({}, c, family))
+    assert table["status"].tolist() == ["finished", "error"] and table["trial_id"].tolist() == ["a", "b"]
+    assert table.loc[1, ["param.lr", "setting.lr_W", f"metric.{METRIC}"]].isna().all()
+    assert best_trial(table, METRIC, "max")["trial_id"] == "a"
+
+
 def test_a_full_run_without_its_metric_is_an_error_not_a_success() -> None:
     assert classify_end({"training_iteration": MAX_REPORTS}, errored=False, metric=METRIC,
                         max_reports=MAX_REPORTS) is Outcome.ERROR

@@ -10,8 +10,22 @@ import pytest
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
 
-from tuner.search import PriorWeightedSampler, TruthfulOptunaSearch, distributions, make_sampler
-from tuner.space import load_space
+from tuner.plan import check_inputs
+from tuner.samplers import (
+    SOURCE_ATTR,
+    WEIGHTS_ATTR,
+    AdaptivePriorSampler,
+    TreeSampler,
+    stall_length,
+)
+from tuner.search import (
+    PriorWeightedSampler,
+    TruthfulOptunaSearch,
+    distributions,
+    make_sampler,
+)
+from tuner.space import SearchSpace, load_space
+from tuner.validation import TunerInputError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -61,6 +75,106 @@ def test_prior_probability_decays_with_the_trial_number() -> None:
     assert sampler.prior_probability(0) == 1.0
     assert sampler.prior_probability(int(s)) == pytest.approx(0.5)
     assert sampler.prior_probability(100) < 0.05
+
+
+OPTIMUM = {"x": 0.7, "lr": 3e-3, "width": 48, "act": "tanh"}
+
+
+def _synthetic(prior_good: bool) -> SearchSpace:
+    """Four parameters with priors centred on `OPTIMUM`, or tightly on a far corner (a misleading prior)."""
+    def at(good, bad):
+        return good if prior_good else bad
+    return SearchSpace.model_validate({
+        "name": "synthetic", "family": "none", "description": "a test space", "source": {"seed": "none"},
+        "params": {
+            "x": {"type": "float", "low": 0, "high": 1, "prior": {"center": at(0.7, 0.05), "spread": 0.1}},
+            "lr": {"type": "float", "low": 1e-5, "high": 1e-1, "log": True,
+                   "prior": {"center": at(3e-3, 2e-5), "spread": 0.3}},
+            "width": {"type": "int", "low": 4, "high": 256, "log": True,
+                      "prior": {"center": at(48, 200), "spread": 0.15}},
+            "act": {"type": "categorical", "choices": ["relu", "tanh", "sin"],
+                    "weights": at([0.1, 0.8, 0.1], [0.8, 0.1, 0.1])}},
+        "principles": [{"text": "none", "source": "test"}],
+        "scales": {scale: {} for scale in ("smoke", "cpu", "full")}})
+
+
+def _distance(params: dict) -> float:
+    """Larger is better: minus the distance to `OPTIMUM` in range-scaled units, a penalty for the wrong choice."""
+    d2 = ((params["x"] - OPTIMUM["x"]) ** 2 + (math.log10(params["lr"] / OPTIMUM["lr"]) / 4) ** 2
+          + (math.log10(params["width"] / OPTIMUM["width"]) / 1.8) ** 2)
+    return -math.sqrt(d2) - (0.0 if params["act"] == OPTIMUM["act"] else 0.2)
+
+
+def _adaptive_run(prior_good: bool, seed: int, n: int = 40, patience: float | None = None
+                  ) -> tuple[AdaptivePriorSampler, optuna.Study]:
+    """`patience=None`: the evidence alone, without the stall rule (tested below)."""
+    space = _synthetic(prior_good)
+    sampler = AdaptivePriorSampler(TPESampler(seed=seed), space, seed=seed, patience=patience)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(n):
+        trial = study.ask(distributions(space))
+        study.tell(trial, _distance(trial.params))
+    return sampler, study
+
+
+def test_adaptive_prior_weight_falls_under_a_misleading_prior_and_stays_up_under_a_good_one() -> None:
+    for seed in range(3):
+        good, good_study = _adaptive_run(prior_good=True, seed=seed)
+        bad, bad_study = _adaptive_run(prior_good=False, seed=seed)
+        good_weight, bad_weight = good.weights(good_study, 40)[0]["prior"], bad.weights(bad_study, 40)[0]["prior"]
+        assert good_weight > 0.3 and bad_weight < 0.18, (seed, good_weight, bad_weight)  # measured: ≥ 0.35, ≤ 0.15
+        assert good.prior_decay(40) < 0.1  # not the fixed rule's decay: evidence keeps the good prior up
+        # every trial's source is in the study, and a fresh sampler reads the same weights from it (resume)
+        assert {t.user_attrs[SOURCE_ATTR] for t in bad_study.trials} == {"prior", "incumbent", "base"}
+        fresh = AdaptivePriorSampler(TPESampler(seed=seed), _synthetic(False), seed=seed, patience=None)
+        assert fresh.weights(bad_study, 40) == bad.weights(bad_study, 40)
+        assert bad_study.trials[-1].user_attrs[WEIGHTS_ATTR]["prior"] < 0.2
+
+
+def test_a_stalled_search_moves_weight_from_prior_and_incumbent_to_the_model() -> None:
+    """The stall rule: while the best value does not improve, the exploiting sources keep only p / (p + stall)
+    of their weights; the same study read without the rule gives them their full evidence weights."""
+    _, study = _adaptive_run(prior_good=True, seed=0)
+    stall = stall_length(study.get_trials(), 1.0, 0.01)
+    assert stall >= 20  # the good prior found the optimum's neighbourhood early, then nothing improved
+    plain = AdaptivePriorSampler(TPESampler(seed=0), _synthetic(True), seed=0, patience=None).weights(study, 40)[0]
+    ruled = AdaptivePriorSampler(TPESampler(seed=0), _synthetic(True), seed=0, patience=10).weights(study, 40)[0]
+    keep = 10 / (10 + stall)
+    assert ruled["prior"] == pytest.approx(max(0.05, keep * plain["prior"]), rel=0.05)
+    assert ruled["base"] > plain["base"] + 0.3
+    # an improving search is left alone: the stall counter restarts with every real improvement
+    improving = optuna.create_study(direction="maximize")
+    for i in range(30):
+        improving.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=float(i)))
+    assert stall_length(improving.get_trials(), 1.0, 0.01) == 0
+    assert stall_length(improving.get_trials(), -1.0, 0.01) == 29
+
+
+def test_adaptive_startup_asks_do_not_depend_on_what_has_finished() -> None:
+    """The first n_startup asks are a pure function of (seed, trial number): asked all at once, or each told
+    before the next, trials 0-9 get the same configurations (a seeded sweep resumes to the same trials)."""
+    space = load_space("chaotic_10k")
+    dist = distributions(space)
+    at_once = optuna.create_study(direction="maximize", sampler=make_sampler(space, "tpe", True, seed=7))
+    batch = [at_once.ask(dist) for _ in range(10)]
+    one_by_one = optuna.create_study(direction="maximize", sampler=make_sampler(space, "tpe", True, seed=7))
+    for i in range(10):
+        one_by_one.tell(one_by_one.ask(dist), float(i))
+    assert [t.params for t in batch] == [t.params for t in one_by_one.trials]
+    sources = [t.user_attrs[SOURCE_ATTR] for t in one_by_one.trials]
+    assert sources.count("prior") >= 3 and "base" in sources and "incumbent" not in sources
+
+
+def test_prior_rules_and_searchers_are_selectable_and_checked() -> None:
+    space = load_space("chaotic_10k")
+    assert isinstance(make_sampler(space, "tpe", True, 0), AdaptivePriorSampler)
+    assert isinstance(make_sampler(space, "tpe", True, 0, prior_rule="fixed"), PriorWeightedSampler)
+    assert isinstance(make_sampler(space, "random", False, 0, prior_rule="fixed"), optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler(space, "tree", True, 0), TreeSampler)
+    with pytest.raises(TunerInputError, match=r"--prior-rule: 'pibo' .* allowed: adaptive, fixed"):
+        check_inputs("chaotic_10k", prior_rule="pibo")
+    with pytest.raises(TunerInputError, match=r"--searcher: 'bohb' .* allowed: tpe, random, tree"):
+        check_inputs("chaotic_10k", searcher="bohb")
 
 
 def _search(max_t: int = 4) -> TruthfulOptunaSearch:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,20 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from tuner.cluster import check_cluster_inputs, cluster_reason
 from tuner.outcome import best_trial, is_finite_number
 from tuner.plan import SweepPlan, TrackingIds, ensure_ray, plan_sweep, read_plan, write_plan
+from tuner.principles import Verdict, counts, principles_markdown, verdict_frame, verdicts
 from tuner.progress import ProgressPrinter
 from tuner.report import write_report
-from tuner.schedule import NonFiniteStopper, ResumableASHA, SchedulerState, make_scheduler
-from tuner.search import TruthfulOptunaSearch, distributions, make_sampler, study_storage
+from tuner.schedule import NonFiniteStopper, ResumableASHA, SchedulerState, StorageGuard, make_scheduler
+from tuner.search import TruthfulOptunaSearch, distributions, make_sampler, study_storage, with_sources
 from tuner.space import SearchSpace
-from tuner.storage import prune_checkpoints, results_dir
+from tuner.storage import is_storage_full, low_space_reason, prune_checkpoints, repair_state, results_dir
 from tuner.table import pareto_front, regime_row, to_markdown, trials_frame
 from tuner.tracking import (
     MlflowTrialLogger,
     call_with_retry,
     default_tracking_uri,
     end_sweep_run,
+    log_principles,
     log_report,
     mark_interrupted,
     metric_histories,
@@ -60,10 +63,18 @@ def _git_commit() -> str:
         return "unknown"
 
 
+def _local_folders(plan: SweepPlan) -> list[Path]:
+    """The local folders a sweep writes to: results (tables, default stores) and its Ray storage."""
+    return [results_dir()] + ([] if "://" in plan.storage else [Path(plan.storage)])
+
+
 def _trial_callbacks(plan: SweepPlan, ids: TrackingIds, total: int, replicate: bool = False) -> list[Any]:
-    """The trial logger (MLflow child runs) and the progress printer of one of the sweep's Ray experiments."""
+    """The storage guard, the trial logger (MLflow child runs) and the progress printer of one of the sweep's
+    Ray experiments."""
     family = plan.family
-    return [MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
+    experiment = f"{plan.experiment_path}-replicates" if replicate else plan.experiment_path
+    return [StorageGuard(_local_folders(plan), None if "://" in experiment else Path(experiment)),
+            MlflowTrialLogger(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric=family.metric,
                               max_reports=plan.max_reports, resolve=plan.resolve, classify=family.classify,
                               wait_s=tracking_wait_s(), replicate=replicate),
             ProgressPrinter(family.metric, plan.max_reports, total, family.mode)]
@@ -85,7 +96,7 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
             space=distributions(space), max_t=max_t, constraints=space.scales[plan.scale].constraints,
             metric=[o.metric for o in objectives] if many else metric,
             mode=[o.mode for o in objectives] if many else mode,
-            sampler=make_sampler(space, plan.searcher, plan.priors, plan.seed),
+            sampler=make_sampler(space, plan.searcher, plan.priors, plan.seed, plan.prior_rule),
             storage=study_storage(plan.study_storage) if plan.study_storage else None, study_name=plan.name,
             points_to_evaluate=[dict(w.params) for w in space.warm_starts][:plan.samples] or None)
     else:
@@ -103,7 +114,29 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None)))  # all: see storage.prune_checkpoints
 
 
+class _OneLineWhenDiskFull(logging.Filter):
+    """Ray's and MLflow's log lines for a write that found the disk full, without their tracebacks: the sweep
+    says once why it stops (`StorageGuard`); a page of stack per failed write would bury that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_storage_full(record.exc_info[1]):
+            record.msg = f"{record.getMessage()} {str(record.exc_info[1]).splitlines()[0]}"
+            record.args, record.exc_info, record.exc_text, record.stack_info = None, None, None, None
+        elif "Traceback" in str(record.msg) and is_storage_full(OSError(str(record.msg))):  # a traceback as text
+            lines = [line for line in record.getMessage().splitlines() if line.strip()]
+            record.msg, record.args = f"{lines[0]} {lines[-1]}", None
+        return True
+
+
+# the loggers that print a traceback for each write refused by a full disk
+DISK_FULL_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer", "mlflow.store.db.utils")
+
+
 def _environment() -> None:
+    for name in DISK_FULL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLineWhenDiskFull) for f in logger.filters):
+            logger.addFilter(_OneLineWhenDiskFull())
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we checkpoint each report
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -130,15 +163,17 @@ class Sweep:
     ids: TrackingIds
 
 
-def build(space: str | Path | SearchSpace, **options: Any) -> Sweep:
-    """Plan (validation only), then write the parent run and the plan file, then build the Tuner.
-    Options as for `sweep`."""
+def build(space: str | Path | SearchSpace, *, run_tags: Mapping[str, str] | None = None, **options: Any) -> Sweep:
+    """Plan (validation only), then write the parent run (with `run_tags` added, e.g. a campaign's parent) and
+    the plan file, then build the Tuner. Options as for `sweep`."""
     _environment()
     plan = plan_sweep(space, **options)
     print(f"scale: {plan.scale} ({plan.scale_reason})", flush=True)
     tags = {"space": plan.space["name"], "scale": plan.scale, "seed": str(plan.seed), "searcher": plan.searcher,
-            "priors": str(plan.priors).lower(), "scheduler": plan.scheduler, "git_commit": _git_commit(),
-            "experiment_path": plan.experiment_path, "mlflow.note.content": plan.space["description"]}
+            "priors": str(plan.priors).lower(), "prior_rule": plan.prior_rule, "scheduler": plan.scheduler,
+            "git_commit": _git_commit(),
+            "experiment_path": plan.experiment_path, "mlflow.note.content": plan.space["description"],
+            **(run_tags or {})}
     params = {"scale": plan.scale, "samples": plan.samples, **{f"fixed.{k}": v for k, v in plan.space["fixed"].items()},
               **{f"set.{k}": v for k, v in plan.overrides.items()}}
     experiment_id, run_id = call_with_retry(
@@ -181,6 +216,7 @@ class SweepOutcome:
     table_path: Path
     plan: SweepPlan
     interrupted: bool = False
+    stopped_for: str | None = None  # why an interrupted sweep stopped, when not for a Ctrl-C (a disk running full)
     failure: str | None = None
     replicates: pd.DataFrame | None = None  # the replicate phase's trials (best configs on further draws)
 
@@ -192,8 +228,9 @@ def _interrupted(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, ou
                         "MLflow: marking the sweep interrupted", min(10.0, tracking_wait_s()))
     except Exception as err:
         print(f"warning: MLflow did not take the interruption ({err}); resume reopens the runs", flush=True)
+    low_space = next((r for r in map(low_space_reason, _local_folders(plan)) if r), None)
     return SweepOutcome(results=results, table=None, trials=None, parent_run_id=ids.parent_run_id,
-                        table_path=out / "regime_table.md", plan=plan, interrupted=True)
+                        table_path=out / "regime_table.md", plan=plan, interrupted=True, stopped_for=low_space)
 
 
 def replicate_configs(plan: SweepPlan, trials: pd.DataFrame) -> list[dict[str, Any]]:
@@ -215,6 +252,7 @@ def _replicate(plan: SweepPlan, ids: TrackingIds, trials: pd.DataFrame) -> tuple
     """Re-run the best configs on further data draws as a second Ray experiment beside the sweep's (child runs
     tagged replicate=true); a restarted driver continues it."""
     family, path = plan.family, f"{plan.experiment_path}-replicates"
+    _repair(path)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=_trainable(plan), resume_unfinished=True, resume_errored=False)
     else:
@@ -242,6 +280,8 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
     if interrupted or len(results) < plan.samples:
         return _interrupted(results, plan, ids, out)
     trials = trials_frame(results, family, plan.max_reports, plan.resolve)
+    if plan.study_storage:
+        trials = with_sources(trials, plan.study_storage, plan.name)
     best = best_trial(trials, family.metric, family.mode)
     replicates = None
     if plan.replicates and best is not None:
@@ -265,7 +305,10 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
         (out / "pareto_front.md").write_text(to_markdown(pareto) + "\n")
         extra_tables["pareto_front"] = (pareto, to_markdown(pareto))
     prune_checkpoints(plan.experiment_path, set(trials["trial_id"]))
-    report = write_sweep_report(plan, ids, table, trials)
+    judged = verdicts(space, trials.assign(scale=plan.scale), family)
+    principles_md = principles_markdown(space, judged, f"{plan.name}: {space.name} at scale {plan.scale}")
+    (out / "principles.md").write_text(principles_md)
+    report = write_sweep_report(plan, ids, table, trials, judged)
     summary = {"n_trials": len(trials),
                f"{family.success}_share": float((trials["outcome"] == family.success).mean()),
                "compute_min": float(trials["time_total_s"].sum()) / 60}
@@ -280,6 +323,9 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
     metrics = [Metric(k, v, stamp, 0) for k, v in summary.items()]
     try:
         call_with_retry(lambda: (log_report(plan.tracking_uri, ids.parent_run_id, report),
+                                 log_principles(plan.tracking_uri, ids.parent_run_id,
+                                                [v.model_dump() for v in judged], verdict_frame(judged),
+                                                principles_md, counts(judged)),
                                  end_sweep_run(plan.tracking_uri, ids.parent_run_id, table, to_markdown(table),
                                                metrics, failure, extra_tables, best_params)),
                         "MLflow: logging the regime table and the report", tracking_wait_s())
@@ -290,10 +336,14 @@ def finish(results: tune.ResultGrid, plan: SweepPlan, ids: TrackingIds, interrup
                         table_path=out / "regime_table.md", plan=plan, failure=failure, replicates=replicates)
 
 
-def write_sweep_report(plan: SweepPlan, ids: TrackingIds, table: pd.DataFrame, trials: pd.DataFrame) -> Path:
-    """results/<space>/<sweep>/report.html from the sweep's tables and its trials' learning curves (from MLflow;
-    without them when the tracking server cannot be reached)."""
+def write_sweep_report(plan: SweepPlan, ids: TrackingIds, table: pd.DataFrame, trials: pd.DataFrame,
+                       judged: list[Verdict] | None = None) -> Path:
+    """results/<space>/<sweep>/report.html from the sweep's tables, its trials' learning curves (from MLflow;
+    without them when the tracking server cannot be reached) and the verdicts on its principles (`judged`, else
+    judged here)."""
     family, space = plan.family, plan.search_space
+    if judged is None:
+        judged = verdicts(space, trials.assign(scale=plan.scale), family)
     try:
         histories = metric_histories(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, family.metric)
     except Exception as err:  # the page is still worth having; it says what is missing
@@ -303,7 +353,7 @@ def write_sweep_report(plan: SweepPlan, ids: TrackingIds, table: pd.DataFrame, t
                         title=f"{plan.name}: {space.name} at scale {plan.scale}", space=space, metric=family.metric,
                         mode=family.mode, objectives=space.objectives_of(family),
                         constraints=space.scales[plan.scale].constraints, table=table, trials=trials,
-                        histories=histories)
+                        histories=histories, verdicts=judged)
 
 
 def regenerate_report(path_or_run: str, tracking_uri: str | None = None) -> Path:
@@ -335,16 +385,34 @@ def _fit_and_finish(tuner: tune.Tuner, plan: SweepPlan, ids: TrackingIds) -> Swe
 
 def sweep(space: str | Path | SearchSpace, **options: Any) -> SweepOutcome:
     """Run a sweep end to end. Options: scale, samples, overrides (["k=v"] or dict), searcher
-    ("tpe"|"random"), priors, scheduler ("asha"|"none"), max_concurrent, seed, name, storage,
-    tracking_uri, address, replicates. Returns the ResultGrid, the regime table, the trials and the parent run id."""
+    ("tpe"|"random"|"tree"), priors, prior_rule ("adaptive"|"fixed"), scheduler ("asha"|"none"), max_concurrent,
+    seed, name, storage, tracking_uri, address, replicates, run_tags (added to the parent run). Returns the ResultGrid, the regime table, the trials and the parent run id."""
     built = build(space, **options)
     return _fit_and_finish(built.tuner, built.plan, built.ids)
+
+
+def _repair(experiment: str) -> None:
+    """Before a restore: put back the Ray state files of a local experiment that a full disk truncated (from the
+    copies `StorageGuard` kept); refuse to resume from one that cannot be put back."""
+    if "://" in experiment or not Path(experiment).is_dir():
+        return
+    repaired, broken = repair_state(Path(experiment))
+    for name in repaired:
+        print(f"resume: {name} was cut short by a full disk; using its last complete copy", flush=True)
+    if broken:
+        raise TunerInputError(f"resume: {experiment}: {', '.join(broken)} cut short (a full disk?) and no complete "
+                              f"copy kept; the trials' checkpoints and MLflow runs are intact, but Ray cannot "
+                              f"continue this experiment")
 
 
 def resume(experiment_path: str, address: str | None = None) -> SweepOutcome:
     """Continue an interrupted sweep from its Ray experiment folder (local path or URI)."""
     _environment()
     plan, ids = read_plan(experiment_path)
+    problem = next((r for r in map(low_space_reason, _local_folders(plan)) if r), None)
+    if problem:
+        raise TunerInputError(f"resume: {problem}; free space first")
+    _repair(plan.experiment_path)
     ensure_ray(address)
     cluster = cluster_reason(address)
     if cluster:

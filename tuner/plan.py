@@ -19,8 +19,8 @@ from typing import Any
 
 from tuner.family import SCALES, Family, get_family
 from tuner.space import CategoricalParam, IntParam, SearchSpace, load_space
-from tuner.storage import exists, read_text, results_dir, unwritable_reason, write_text
-from tuner.validation import SCHEDULERS, SEARCHERS, TunerInputError, close_names, parse_set_args
+from tuner.storage import exists, low_space_reason, read_text, results_dir, unwritable_reason, write_text
+from tuner.validation import PRIOR_RULES, SCHEDULERS, SEARCHERS, TunerInputError, close_names, parse_set_args
 
 PLAN_FILE = "tuner_sweep.json"
 
@@ -47,6 +47,7 @@ class SweepPlan:
     replicates: int = 0  # further data draws each of the best `replicate_top` configs re-runs on
     replicate_top: int = 1
     max_failures: int = 0  # retries per trial from its last checkpoint (cluster mode: node loss)
+    prior_rule: str = "adaptive"  # how tpe/random draw from the priors (tuner.search.make_sampler)
 
     @cached_property
     def search_space(self) -> SearchSpace:
@@ -152,7 +153,7 @@ class CheckedInputs:
 def check_inputs(space: str | Path | SearchSpace, *, scale: str | None = None, samples: int | None = None,
                  overrides: Mapping[str, str] | list[str] | None = None, searcher: str = "tpe", priors: bool = True,
                  scheduler: str = "asha", max_concurrent: int | None = None,
-                 replicates: int | None = None) -> CheckedInputs:
+                 replicates: int | None = None, prior_rule: str = "adaptive") -> CheckedInputs:
     """Check the space and every option against the family's schema. Loads neither Ray, MLflow nor torch,
     so bad input is answered in about a second."""
     raw = parse_set_args(overrides) if isinstance(overrides, list) else dict(overrides or {})
@@ -162,6 +163,8 @@ def check_inputs(space: str | Path | SearchSpace, *, scale: str | None = None, s
         raise TunerInputError(f"--scale: {scale!r} is not a scale; allowed: {', '.join(SCALES)}")
     if searcher not in SEARCHERS:
         raise TunerInputError(f"--searcher: {searcher!r} is not a searcher; allowed: {', '.join(SEARCHERS)}")
+    if prior_rule not in PRIOR_RULES:
+        raise TunerInputError(f"--prior-rule: {prior_rule!r} is not a prior rule; allowed: {', '.join(PRIOR_RULES)}")
     if scheduler not in SCHEDULERS:
         raise TunerInputError(f"--scheduler: {scheduler!r} is not a scheduler; allowed: {', '.join(SCHEDULERS)}")
     if samples is not None and samples < 1:
@@ -193,16 +196,18 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
                overrides: Mapping[str, str] | list[str] | None = None, searcher: str = "tpe", priors: bool = True,
                scheduler: str = "asha", max_concurrent: int | None = None, seed: int = 0, name: str | None = None,
                storage: str | None = None, tracking_uri: str | None = None, address: str | None = None,
-               replicates: int | None = None, study_storage: str | None = None) -> SweepPlan:
+               replicates: int | None = None, study_storage: str | None = None,
+               prior_rule: str = "adaptive") -> SweepPlan:
     """Validate every input and decide every default. Writes nothing (it may start Ray)."""
     from tuner.cluster import CLUSTER_MAX_FAILURES, check_cluster_inputs, cluster_reason
     from tuner.search import check_study_storage, default_study_storage
     from tuner.tracking import check_tracking_uri, default_tracking_uri
 
     inputs = check_inputs(space, scale=scale, samples=samples, overrides=overrides, searcher=searcher, priors=priors,
-                          scheduler=scheduler, max_concurrent=max_concurrent, replicates=replicates)
+                          scheduler=scheduler, max_concurrent=max_concurrent, replicates=replicates,
+                          prior_rule=prior_rule)
     sp, family, settings_overrides = inputs.space, inputs.family, inputs.settings_overrides
-    problem = unwritable_reason(results_dir())
+    problem = unwritable_reason(results_dir()) or low_space_reason(results_dir())
     if problem:
         raise TunerInputError(f"results folder (TUNER_RESULTS): {problem}")
     tracking_uri = tracking_uri or default_tracking_uri()
@@ -212,7 +217,7 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
 
     ensure_ray(address)
     storage = storage or str(results_dir() / "ray")
-    problem = None if "://" in storage else unwritable_reason(Path(storage))
+    problem = None if "://" in storage else unwritable_reason(Path(storage)) or low_space_reason(Path(storage))
     if problem:
         raise TunerInputError(f"--storage: {problem}")
     cluster = cluster_reason(address)
@@ -232,7 +237,7 @@ def plan_sweep(space: str | Path | SearchSpace, *, scale: str | None = None, sam
                      storage=storage, tracking_uri=tracking_uri, study_storage=study_storage,
                      overrides=inputs.overrides,
                      replicates=sp.replicates if replicates is None else replicates, replicate_top=sp.replicate_top,
-                     max_failures=CLUSTER_MAX_FAILURES if cluster else 0)
+                     max_failures=CLUSTER_MAX_FAILURES if cluster else 0, prior_rule=prior_rule)
     if exists(plan.experiment_path):
         raise TunerInputError(f"--name: experiment {plan.experiment_path} already exists; "
                               f"continue it with: python -m tuner resume {plan.experiment_path}")

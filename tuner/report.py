@@ -14,15 +14,24 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from tuner.outcome import Outcome
+from tuner.principles import Verdict, principles_html
 from tuner.space import Objective, SearchSpace
 from tuner.table import importance_spread, pareto_front
 
 COLOURS = {Outcome.FINISHED.label: "#1f77b4", Outcome.PRUNED.label: "#aaaaaa", Outcome.DIVERGED.label: "#d62728",
            Outcome.ERROR.label: "#ff7f0e"}
+# how the searcher proposed a trial (the sampler's record in the study) -> legend name, marker symbol, colour
+SOURCE_MARKERS = {"warm_start": ("warm start", "star-open", "green"),
+                  "prior": ("prior draw", "diamond-open", "purple"),
+                  "incumbent": ("around the best", "circle-open", "#ff7f0e"),
+                  "child": ("tree child", "triangle-up-open", "#8c564b")}
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 6px;white-space:nowrap}th{background:#f3f3f3;cursor:pointer}
-h2{margin-top:1.6em}li{margin:.3em 0}"""
+h2{margin-top:1.6em}li{margin:.3em 0}
+.verdict{display:inline-block;min-width:7em;padding:0 4px;border-radius:3px;background:#eee;font-size:12px}
+.confirmed{background:#c8e6c9}.contradicted{background:#ffcdd2}.inconclusive{background:#fff3c4}
+.untested{background:#e0e0e0}"""
 SORT_SCRIPT = """document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
   const body = th.closest('table').tBodies[0], rows = Array.from(body.rows), up = th.dataset.up !== '1';
   const key = r => { const t = r.cells[i].innerText, n = parseFloat(t); return isNaN(n) ? t : n; };
@@ -42,7 +51,8 @@ def _table_html(table: pd.DataFrame, element_id: str) -> str:
 
 def search_history(trials: pd.DataFrame, metric: str, mode: str, warm: Sequence[dict]) -> go.Figure:
     """The metric of each trial in the order the trials were created, by outcome, the best-so-far line, and
-    the warm starts marked."""
+    how the searcher proposed it (warm start, prior draw, around the best, tree child; a `source` column, else
+    the warm starts found by their parameters)."""
     values = pd.to_numeric(trials[f"metric.{metric}"], errors="coerce")
     order = np.arange(1, len(trials) + 1)
     fig = go.Figure()
@@ -55,11 +65,16 @@ def search_history(trials: pd.DataFrame, metric: str, mode: str, warm: Sequence[
     best = finite.cummax() if mode == "max" else finite.cummin()
     fig.add_trace(go.Scatter(x=order, y=best, mode="lines", name="best so far", line={"color": "black"}))
     params = [c for c in trials.columns if c.startswith("param.")]
-    is_warm = [any(all(row[f"param.{k}"] == v for k, v in w.items()) for w in warm) for _, row in trials.iterrows()]
-    if any(is_warm):
-        mask = np.array(is_warm)
-        fig.add_trace(go.Scatter(x=order[mask], y=values[mask], mode="markers", name="warm start",
-                                 marker={"symbol": "star-open", "size": 16, "color": "green"}))
+    if "source" in trials:  # how the searcher proposed each trial, from the study
+        proposed = trials["source"].to_numpy()
+    else:
+        proposed = np.array(["warm_start" if any(all(row.get(f"param.{k}") == v for k, v in w.items()) for w in warm)
+                             else "" for _, row in trials.iterrows()])
+    for source, (name, symbol, colour) in SOURCE_MARKERS.items():
+        mask = proposed == source
+        if mask.any():
+            fig.add_trace(go.Scatter(x=order[mask], y=values[mask], mode="markers", name=name,
+                                     marker={"symbol": symbol, "size": 16, "color": colour}))
     fig.update_layout(title=f"search history ({len(params)} tuned parameters)", xaxis_title="trial",
                       yaxis_title=metric)
     return fig
@@ -117,8 +132,9 @@ def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, objectives: Sequenc
 
 
 def render(*, title: str, space: SearchSpace, metric: str, mode: str, objectives: Sequence[Objective],
-           constraints: dict[str, float], table: pd.DataFrame, trials: pd.DataFrame, histories: pd.DataFrame) -> str:
-    """The page as one HTML string."""
+           constraints: dict[str, float], table: pd.DataFrame, trials: pd.DataFrame, histories: pd.DataFrame,
+           verdicts: Sequence[Verdict] = ()) -> str:
+    """The page as one HTML string (`verdicts`: on the space's checkable principles)."""
     finished = trials[(trials["status"] == Outcome.FINISHED.label)
                       & np.isfinite(pd.to_numeric(trials[f"metric.{metric}"], errors="coerce"))]
     parts = [f"<h1>{html.escape(title)}</h1><p>{html.escape(space.description)}</p>",
@@ -140,8 +156,7 @@ def render(*, title: str, space: SearchSpace, metric: str, mode: str, objectives
         front = pareto_front(trials, objectives, constraints)
         parts += ["<h2>Pareto front</h2>", _table_html(front, "pareto-table"),
                   _figure_html(pareto_figure(trials, front, objectives), "pareto", first=False)]
-    parts.append("<h2>Principles</h2><ul>" + "".join(
-        f"<li>{html.escape(p.text)} <i>[{html.escape(p.source)}]</i></li>" for p in space.principles) + "</ul>")
+    parts.append('<h2 id="principles">Principles</h2>' + principles_html(space, verdicts))
     parts.append("<h2>Trials</h2>" + _table_html(trials, "trials-table"))
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}<script>{SORT_SCRIPT}</script></body></html>")

@@ -1,8 +1,14 @@
-"""Early stopping: ASHA on the space's metric whose rungs survive a restart, and a stopper for non-finite
-results (ASHA compares with `<`, which NaN always fails, so on its own it would run a diverged trial to the end)."""
+"""Early stopping: ASHA on the space's metric whose rungs survive a restart, a stopper for non-finite results
+(ASHA compares with `<`, which NaN always fails, so on its own it would run a diverged trial to the end), and a
+resumable stop of the whole sweep when its folders run out of space."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback, Stopper
@@ -10,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tuner.outcome import is_diverged
 from tuner.space import SearchSpace
+from tuner.storage import back_up_state, low_space_reason
 from tuner.validation import SCHEDULERS
 
 
@@ -24,6 +31,43 @@ class NonFiniteStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+class StorageGuard(Callback):
+    """Keeps a sweep resumable when its disk fills: every `every_s` seconds of the Tune loop (and whenever a trial
+    errors) it keeps a complete copy of Ray's state files (`storage.back_up_state`; Ray rewrites them in place,
+    so a full disk can truncate them) and, once a folder the sweep writes to runs low on space, stops the whole
+    sweep with Ray's own stop signal (SIGUSR1, handled by Tune as it handles Ctrl-C: trials keep their
+    checkpoints, the experiment stays resumable)."""
+
+    def __init__(self, folders: Sequence[Path], experiment: Path | None, every_s: float = 5.0):
+        self.folders = list(folders)
+        self.experiment = experiment  # None: not on a local disk (e.g. s3://)
+        self.every_s = every_s
+        self._next_check = 0.0
+        self.reason: str | None = None
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self.every_s
+            self._check()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self.experiment is not None and self.experiment.is_dir():
+            back_up_state(self.experiment)
+        if self.reason is not None:
+            return
+        self.reason = next((r for r in map(low_space_reason, self.folders) if r), None)
+        if self.reason is None:
+            return
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler (installed when fit runs in the main thread)
+            print(f"stopping the sweep: {self.reason}", flush=True)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        else:
+            print(f"warning: {self.reason}; writes may fail", flush=True)
 
 
 class ResumableASHA(ASHAScheduler):

@@ -1,24 +1,26 @@
-"""Searchers: Optuna distributions from a space, a prior-weighted sampler, an OptunaSearch that tells Optuna
-the truth about diverged (FAIL) and early-stopped (PRUNED) trials, and the database the study lives in."""
+"""Searchers: Optuna distributions from a space, the sampler of a sweep (`make_sampler`; the samplers are in
+`tuner.samplers`), an OptunaSearch that tells Optuna the truth about diverged (FAIL) and early-stopped (PRUNED)
+trials, and the database the study lives in."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+import pandas as pd
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tuner.outcome import Outcome, classify_end, is_finite_number
-from tuner.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from tuner.storage import check_store_url, results_dir
-from tuner.validation import SEARCHERS
+from tuner.samplers import SOURCE_ATTR, AdaptivePriorSampler, PriorWeightedSampler, TreeSampler
+from tuner.space import FloatParam, IntParam, SearchSpace
+from tuner.storage import check_store_url, is_storage_full, results_dir
+from tuner.validation import PRIOR_RULES, SEARCHERS
 
 STUDY_SCHEMES = ("sqlite", "postgresql", "mysql")
 
@@ -41,6 +43,27 @@ def study_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url)
 
 
+def _param_key(params: Mapping[str, Any]) -> tuple:
+    """Parameters as a hashable key that a value's round trip through a table does not change."""
+    def norm(v: Any) -> Any:
+        return float(f"{v:.10g}") if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v
+    return tuple(sorted((k, norm(v)) for k, v in params.items()))
+
+
+def with_sources(trials: pd.DataFrame, storage_url: str, study_name: str) -> pd.DataFrame:
+    """`trials` (a trials table) with a `source` column: how the searcher proposed each trial (warm_start, prior,
+    incumbent, base, child: the sampler's `SOURCE_ATTR` in the study), '' where the study does not say."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=study_storage(storage_url))
+    except KeyError:  # no such study (e.g. every parameter pinned)
+        return trials.assign(source="")
+    sources = {_param_key(t.params): t.user_attrs[SOURCE_ATTR] for t in study.trials if SOURCE_ATTR in t.user_attrs}
+    columns = [c for c in trials.columns if c.startswith("param.")]
+    keys = [_param_key({c.removeprefix("param."): row[c] for c in columns if pd.notna(row[c])})
+            for _, row in trials.iterrows()]
+    return trials.assign(source=[sources.get(k, "") for k in keys])
+
+
 def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     """Optuna distributions for the tunable parameters of `space`."""
     out: dict[str, BaseDistribution] = {}
@@ -54,80 +77,23 @@ def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     return out
 
 
-class PriorWeightedSampler(BaseSampler):
-    """πBO-style prior weighting over any base sampler.
-
-    Trial n (its number in the study: warm starts count) draws every parameter from the space's priors
-    with probability ``strength / (strength + n)``, otherwise from the base sampler. Early trials thus
-    follow the recorded principles; as evidence accumulates the base sampler (TPE) takes over. Counting
-    trials rather than finished ones keeps a seeded sweep's draws independent of when trials end, so an
-    interrupted and resumed sweep asks for the same configurations as an uninterrupted one.
-    """
-
-    def __init__(self, base: BaseSampler, space: SearchSpace, seed: int | None = None):
-        self._base = base
-        self._params = dict(space.params)
-        self._strength = space.prior_strength
-        self._rng = np.random.default_rng(seed)
-        self._from_prior: dict[int, bool] = {}
-
-    def prior_probability(self, n: int) -> float:
-        return self._strength / (self._strength + n)
-
-    def reseed_rng(self) -> None:
-        self._base.reseed_rng()
-        self._rng = np.random.default_rng()
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._from_prior[trial.number] = bool(self._rng.random() < self.prior_probability(trial.number))
-        self._base.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._base.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if self._from_prior.get(trial.number):
-            return {}
-        return self._base.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
-        if self._from_prior.get(trial.number) and param_name in self._params:
-            return self._draw(self._params[param_name])
-        return self._base.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: list[float] | None) -> None:
-        self._base.after_trial(study, trial, state, values)
-
-    def _draw(self, p: FloatParam | IntParam | CategoricalParam) -> Any:
-        if isinstance(p, CategoricalParam):
-            w = np.asarray(p.weights or [1.0] * len(p.choices), dtype=float)
-            return p.choices[int(self._rng.choice(len(p.choices), p=w / w.sum()))]
-        if p.prior is None:  # no belief: uniform over the bounds (in log space if log-scaled)
-            lo, hi = (math.log10(p.low), math.log10(p.high)) if p.log else (p.low, p.high)
-            x = self._rng.uniform(lo, hi)
-        else:  # normal around the centre, truncated to the bounds by resampling
-            lo, hi = (math.log10(p.low), math.log10(p.high)) if p.log else (p.low, p.high)
-            mu = math.log10(p.prior.center) if p.log else p.prior.center
-            for _ in range(100):
-                x = self._rng.normal(mu, p.prior.spread)
-                if lo <= x <= hi:
-                    break
-            else:
-                x = min(max(x, lo), hi)
-        value = 10.0**x if p.log else x
-        value = min(max(value, p.low), p.high)
-        return int(round(value)) if isinstance(p, IntParam) else float(value)
-
-
-def make_sampler(space: SearchSpace, searcher: str, priors: bool, seed: int | None) -> BaseSampler:
-    """`tpe` or `random`, wrapped in the prior weighting unless priors are off."""
+def make_sampler(space: SearchSpace, searcher: str, priors: bool, seed: int | None,
+                 prior_rule: str = "adaptive") -> BaseSampler:
+    """`tree` (the seeds' one-mutation tree; uniform roots and range-sized steps without priors), or `tpe` /
+    `random` wrapped in a prior rule unless priors are off: `adaptive` (prior, incumbent and base draws weighed
+    by evidence) or `fixed` (prior with probability s/(s+n))."""
     if searcher not in SEARCHERS:
         raise ValueError(f"searcher must be one of {SEARCHERS}, got {searcher!r}")
+    if prior_rule not in PRIOR_RULES:
+        raise ValueError(f"prior_rule must be one of {PRIOR_RULES}, got {prior_rule!r}")
+    if searcher == "tree":
+        return TreeSampler(space, seed=seed, priors=priors)
     base = TPESampler(seed=seed) if searcher == "tpe" else RandomSampler(seed=seed)
-    return PriorWeightedSampler(base, space, seed=seed) if priors else base
+    if not priors:
+        return base
+    if prior_rule == "fixed":
+        return PriorWeightedSampler(base, space, seed=seed)
+    return AdaptivePriorSampler(base, space, seed=seed)
 
 
 class TruthfulOptunaSearch(OptunaSearch):
@@ -152,6 +118,8 @@ class TruthfulOptunaSearch(OptunaSearch):
         self.max_t = max_t
         self.constraints = dict(constraints or {})
         self.told: dict[str, str] = {}  # trial_id -> Optuna state name, for inspection
+        # ends the study's database could not take (its disk was full): told again at the next chance
+        self.untold: dict[str, tuple[Any, str, dict[str, float]]] = {}
 
     @property
     def objectives(self) -> list[str]:
@@ -182,26 +150,59 @@ class TruthfulOptunaSearch(OptunaSearch):
             self._ot_study.tell(number, state=TrialState.FAIL)
         if lost:
             self._ot_study.set_user_attr("lost_with_driver", lost + self._ot_study.user_attrs.get("lost_with_driver", []))
+        self.untold = getattr(self, "untold", {})  # a state saved before this field existed
+        self._tell_untold()
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """Ray's suggest; None (Ray asks again later) while the study's database cannot be written."""
+        self._tell_untold()
+        try:
+            return super().suggest(trial_id)
+        except Exception as err:
+            if not is_storage_full(err):
+                raise
+            self._ot_trials.pop(trial_id, None)  # if asked, `restore` tells it FAIL as lost
+            print(f"warning: the study's database is full; no new trial for now ({err.__class__.__name__})",
+                  flush=True)
+            return None
 
     def on_trial_result(self, trial_id: str, result: Mapping[str, Any]) -> None:
         if trial_id in self._completed_trials:  # told before a restart (see `restore`)
             return
         if len(self.objectives) == 1 and is_finite_number(result.get(self.metric)):
-            super().on_trial_result(trial_id, dict(result))  # Optuna takes no intermediate values for several
+            try:
+                super().on_trial_result(trial_id, dict(result))  # Optuna takes no intermediate values for several
+            except Exception as err:  # a full disk costs the study this intermediate value, not the sweep
+                if not is_storage_full(err):
+                    raise
 
     def on_trial_complete(self, trial_id: str, result: Mapping[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         result = result or {}
         outcome = classify_end(result, errored=error, metric=self.objectives[0], max_reports=self.max_t)
-        ot_trial = self._ot_trials[trial_id]
-        for metric, bound in self.constraints.items():
-            if is_finite_number(result.get(metric)):
-                ot_trial.set_constraint(metric, float(result[metric]) - bound)  # <= 0: feasible
+        violations = {metric: float(result[metric]) - bound for metric, bound in self.constraints.items()
+                      if is_finite_number(result.get(metric))}  # <= 0: feasible
         values = None  # PRUNED: Optuna ranks it by its last intermediate value (single objective)
         if outcome is Outcome.FINISHED:
             values = [result.get(m) for m in self.objectives]
             values = values if len(values) > 1 else values[0]
-        self._ot_study.tell(ot_trial, values, state=TrialState[outcome.optuna_state])
-        self.told[trial_id] = outcome.optuna_state
-        self._completed_trials.add(trial_id)
+        self.untold[trial_id] = (values, outcome.optuna_state, violations)
+        self._tell_untold()
+
+    def _tell_untold(self) -> None:
+        """Tell Optuna the ends it has not taken yet; those its database refuses for want of disk space wait."""
+        for trial_id, (values, state, violations) in list(self.untold.items()):
+            ot_trial = self._ot_trials[trial_id]
+            try:
+                for metric, violation in violations.items():
+                    ot_trial.set_constraint(metric, violation)
+                self._ot_study.tell(ot_trial, values, state=TrialState[state])
+            except Exception as err:
+                if not is_storage_full(err):
+                    raise
+                print(f"warning: the study's database is full; trial {trial_id} is told later", flush=True)
+                return
+            del self.untold[trial_id]
+            self.told[trial_id] = state
+            self._completed_trials.add(trial_id)

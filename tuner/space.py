@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tuner.claims import Claim, claim_problems
 from tuner.family import SCALES, Family, get_family
 from tuner.validation import TunerInputError, close_names, validate_settings
 
@@ -104,16 +105,28 @@ class WarmStart(_Strict):
     # the fixed settings under which `recorded` was measured; must agree with the space's (checked on load)
     regime: dict[str, Any] = {}
     source: str
+    carried_from: str | None = None  # a campaign's earlier sweep whose best config this is (tuner.campaign)
 
 
 class Principle(_Strict):
     text: str
     source: str
+    claim: Claim | None = None  # what the tool checks against trials (tuner.claims, tuner.principles)
 
 
 class Source(_Strict):
-    seed: str
+    """Where a space comes from: a seed file (and its block), or a published reference for spaces no seed
+    holds (e.g. a synthetic benchmark function)."""
+
+    seed: str | None = None
     block: int | None = None
+    reference: str | None = None
+
+    @model_validator(mode="after")
+    def _seed_or_reference(self) -> Source:
+        if self.seed is None and self.reference is None:
+            raise ValueError("give the seed file (seed, block) or a published reference (reference)")
+        return self
 
 
 class Scale(_Strict):
@@ -262,6 +275,11 @@ class SearchSpace(_Strict):
             for ref in _names_in(expr, f"derived.{key}", where):
                 if ref not in names:
                     fail(f"derived.{key}", f"expression uses {ref!r}, which is neither a parameter nor fixed")
+        allowed = set(self.params) | set(self.derived) | set(self.fixed)
+        for i, principle in enumerate(self.principles):
+            for field, problem in claim_problems(principle.claim, allowed) if principle.claim else []:
+                fail(f"principles[{i}].claim.{field}", f"{problem} (principle {principle.text!r}); allowed: "
+                     f"{', '.join(sorted(allowed))}")
         helpers = {n for n in self.params if n not in fields}
         used = {ref for expr in self.derived.values() for ref in _names_in(expr, "derived", where)}
         for name in sorted(helpers - used):

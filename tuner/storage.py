@@ -6,7 +6,11 @@ reach both, and `filesystem(location)` is the one place that opens them.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import pickletools
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +38,102 @@ def unwritable_reason(folder: Path) -> str | None:
     except OSError as err:
         return f"{folder} cannot be written ({err.strerror or err} in {existing})"
     return None
+
+
+MIN_FREE_ENV = "TUNER_MIN_FREE_MB"  # the free space a sweep keeps in its results folder, in MiB
+STORAGE_FULL_MARKERS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def min_free_bytes() -> int:
+    """The free space (bytes) below which a sweep does not start, and a running one stops for `resume`."""
+    return int(float(os.environ.get(MIN_FREE_ENV, "100")) * 2**20)
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the filesystem that holds `folder` (or its deepest existing ancestor)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
+
+
+def low_space_reason(folder: Path) -> str | None:
+    """'<folder> has N MiB free (below the M MiB a sweep keeps: TUNER_MIN_FREE_MB)', or None."""
+    free, needed = free_bytes(folder), min_free_bytes()
+    if free >= needed:
+        return None
+    return (f"{folder} has {free / 2**20:.1f} MiB free (below the {needed / 2**20:.0f} MiB a sweep keeps: "
+            f"{MIN_FREE_ENV})")
+
+
+def is_storage_full(err: BaseException) -> bool:
+    """Whether `err`, or an error it was raised from, says the disk (or quota) is full: OSError ENOSPC/EDQUOT,
+    sqlite's 'database or disk is full', or such an error carried as text (a Ray task error from a worker)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(marker in str(err).lower() for marker in STORAGE_FULL_MARKERS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+# Ray's state files at the top of an experiment folder, rewritten in place while a sweep runs
+RAY_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl",
+                      "callback-states-*.pkl")
+STATE_BACKUP = ".restorable"  # the last complete copy of each, inside the experiment folder
+
+
+def _complete(path: Path) -> bool:
+    """Whether a JSON or pickle file is whole (a write cut short by a full disk leaves it truncated)."""
+    try:
+        data = path.read_bytes()
+        if data.startswith(b"\x80"):  # a pickle (Ray's search_gen_state "json" is one too)
+            return list(pickletools.genops(data))[-1][0].name == "STOP"
+        json.loads(data)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def back_up_state(experiment: Path) -> None:
+    """Keep the last complete copy of each of Ray's state files in `experiment/.restorable` (copied, checked,
+    then renamed into place, so a full disk never truncates the copy kept). Local experiment folders only."""
+    backup = experiment / STATE_BACKUP
+    for pattern in RAY_STATE_PATTERNS:
+        for path in experiment.glob(pattern):
+            kept = backup / path.name
+            if kept.exists() and kept.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+                continue
+            try:
+                backup.mkdir(exist_ok=True)
+                fresh = backup / f".{path.name}.tmp"
+                shutil.copy2(path, fresh)
+                if _complete(fresh):
+                    os.replace(fresh, kept)
+                else:
+                    fresh.unlink()
+            except OSError:  # no space for the copy: the previous one stays
+                (backup / f".{path.name}.tmp").unlink(missing_ok=True)
+
+
+def repair_state(experiment: Path) -> tuple[list[str], list[str]]:
+    """Put back the kept copy of each of Ray's state files in `experiment` that a full disk truncated. Returns
+    the names put back and those still incomplete (no copy was kept)."""
+    repaired, broken = [], []
+    for pattern in RAY_STATE_PATTERNS:
+        for path in experiment.glob(pattern):
+            if _complete(path):
+                continue
+            kept = experiment / STATE_BACKUP / path.name
+            if kept.exists():
+                shutil.copy2(kept, path)
+                repaired.append(path.name)
+            else:
+                broken.append(path.name)
+    return repaired, broken
 
 
 def check_store_url(url: str, flag: str, schemes: Sequence[str], example: str) -> str:

@@ -57,8 +57,9 @@ def trials_frame(results: Iterable[Any], family: Family, max_reports: int,
         row = {"trial_id": m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else ""), "status": status.label,
                "outcome": family.classify(metrics) if metrics else "error",
                "reports": m.get("training_iteration", 0), "time_total_s": m.get("time_total_s", 0.0)}
-        row.update({f"param.{k}": v for k, v in r.config.items()})
-        row.update({f"setting.{k}": v for k, v in resolve(r.config).items()})
+        config = r.config or {}  # Ray keeps a trial's config with its results: none if it never reported
+        row.update({f"param.{k}": v for k, v in config.items()})
+        row.update({f"setting.{k}": v for k, v in (resolve(config) if config else {}).items()})
         row.update({f"metric.{k}": v for k, v in metrics.items()})
         rows.append(row)
     trials = pd.DataFrame(rows)

@@ -35,9 +35,9 @@ from mlflow.tracking import MlflowClient
 from ray.tune.logger import LoggerCallback
 from ray.tune.result import AUTO_RESULT_KEYS, DONE, EXPERIMENT_TAG, SHOULD_CHECKPOINT, TRIAL_ID
 
-from tuner.outcome import classify_end
+from tuner.outcome import Outcome, classify_end
 from tuner.progress import short_config
-from tuner.storage import check_store_url, results_dir
+from tuner.storage import check_store_url, is_storage_full, results_dir
 from tuner.validation import TunerInputError
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
 def is_transient(err: BaseException) -> bool:
     """Whether an error may go away by itself (server down or busy, a locked sqlite file), so a retry may help.
     Anything else (a bad URI, a full or read-only disk, a bug) is not retried."""
+    if is_storage_full(err):  # MLflow calls sqlite's "disk is full" TEMPORARILY_UNAVAILABLE; it lasts
+        return False
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)):
@@ -216,6 +218,112 @@ def regime_rows(tracking_uri: str, experiment: str) -> pd.DataFrame | None:
         payload = json.loads(Path(client.download_artifacts(run.info.run_id, ROW_ARTIFACT)).read_text())
         rows.append(pd.DataFrame(payload["data"], columns=payload["columns"]))
     return pd.concat(rows, ignore_index=True) if rows else None
+
+
+PRINCIPLES_JSON = "principles.json"  # the verdicts on a sweep's claims, with their evidence
+PRINCIPLES_TABLE = "principles_table.json"  # the same as an MLflow table
+PRINCIPLES_MARKDOWN = "principles.md"
+
+
+def log_principles(tracking_uri: str, run_id: str, payload: list[dict[str, Any]], table: pd.DataFrame,
+                   markdown: str, counts: Mapping[str, int]) -> None:
+    """The verdicts on a sweep's principles on its parent run: the JSON payload, an MLflow table, the markdown, and
+    per status a tag `principles.<status>` and a metric `principles_<status>`. A run already ended is left as it is;
+    a retry does not log the table twice."""
+    client = MlflowClient(tracking_uri)
+    if client.get_run(run_id).info.status != "RUNNING":
+        return
+    client.log_dict(run_id, {"verdicts": payload}, PRINCIPLES_JSON)
+    client.log_text(run_id, markdown, PRINCIPLES_MARKDOWN)
+    if PRINCIPLES_TABLE not in {a.path for a in client.list_artifacts(run_id)}:  # log_table appends to a table
+        client.log_table(run_id, table.astype(str), PRINCIPLES_TABLE)
+    stamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(f"principles_{s}", float(n), stamp, 0) for s, n in counts.items()],
+                     tags=[RunTag(f"principles.{s}", str(n)) for s, n in counts.items()])
+
+
+CAMPAIGN_TAG = "tuner.campaign"  # on a campaign's parent run and on each of its sweeps' parent runs: its name
+CARRIED_TAG = "tuner.carried"  # on a campaign sweep's parent run: the warm starts carried from earlier sweeps (JSON)
+
+
+def start_campaign_run(tracking_uri: str, experiment: str, name: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """A campaign's parent run (tag `tuner.kind=campaign`): (experiment_id, run_id). Its sweeps' parent runs name it
+    as their `mlflow.parentRunId`, so MLflow's runs table nests campaign > sweeps > trials."""
+    return start_sweep_run(tracking_uri, experiment, name, {SWEEP_KIND_TAG: "campaign", CAMPAIGN_TAG: name}, params)
+
+
+def end_campaign_run(tracking_uri: str, run_id: str, texts: Mapping[str, str]) -> None:
+    """Log `texts` (artifact name -> content: the regime table, the working memory) to the campaign's run and end
+    it FINISHED (an interrupted one is reopened first)."""
+    reopen_sweep_run(tracking_uri, run_id)
+    client = MlflowClient(tracking_uri)
+    for name, text in texts.items():
+        client.log_text(run_id, text, name)
+    client.set_terminated(run_id, "FINISHED")
+
+
+def sweep_verdict_counts(tracking_uri: str, experiment: str) -> dict[str, dict[str, int]]:
+    """Per finished sweep (run name): the verdict counts its run logged (`log_principles`' tags), by status."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = [] if exp is None else client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`{SWEEP_KIND_TAG}` = 'sweep' and attributes.status = 'FINISHED'",
+        max_results=50000)
+    return {run.info.run_name: {k.removeprefix("principles."): int(v) for k, v in sorted(run.data.tags.items())
+                                if k.startswith("principles.")} for run in runs}
+
+
+def parse_param(text: str) -> Any:
+    """An MLflow param (always a string) back to its value: bool, None, int, float, else the string."""
+    special = {"True": True, "False": False, "None": None, "true": True, "false": False}
+    if text in special:
+        return special[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _trial_status(run: Any) -> str | None:
+    """How a child run ended, as an `Outcome` label (None while it runs or after an interruption)."""
+    tags, status = run.data.tags, run.info.status
+    if status == "FINISHED":
+        return Outcome.FINISHED.label
+    if status == "KILLED" and tags.get("pruned") == "true" and tags.get(INTERRUPTED_TAG) != "true":
+        return Outcome.PRUNED.label
+    if status == "FAILED":
+        return Outcome.DIVERGED.label if tags.get("diverged") == "true" else Outcome.ERROR.label
+    return None
+
+
+def family_trials(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Every ended trial of every sweep of `experiment` (replicates left out), one row per trial in the layout of
+    `tuner.table.trials_frame` (status, outcome, param.*, setting.*, metric.* with each metric's last value) plus
+    the sweep's name, space and scale and its `--set` values (override.*). Empty when there are none."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], max_results=50000,
+                                                     order_by=["attributes.start_time ASC"])
+    sweeps = {r.info.run_id: r for r in runs if r.data.tags.get(SWEEP_KIND_TAG) == "sweep"}
+    rows = []
+    for run in runs:
+        parent = sweeps.get(run.data.tags.get(PARENT_TAG, ""))
+        status = _trial_status(run)
+        if parent is None or status is None or run.data.tags.get(REPLICATE_TAG) == "true":
+            continue
+        row: dict[str, Any] = {"sweep": parent.info.run_name, "space": parent.data.tags.get("space"),
+                               "scale": parent.data.tags.get("scale"), "trial_id": run.data.tags.get(TRIAL_ID_TAG),
+                               "status": status, "outcome": run.data.tags.get("outcome", "error")}
+        row |= {f"override.{k.removeprefix('set.')}": parse_param(v) for k, v in parent.data.params.items()
+                if k.startswith("set.")}
+        for key, value in run.data.params.items():
+            name = key.removeprefix("tuned.")
+            row[f"param.{name}" if key.startswith("tuned.") else f"setting.{key}"] = parse_param(value)
+        row |= {f"metric.{k}": v for k, v in run.data.metrics.items()}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def numeric_metrics(result: Mapping[str, Any]) -> dict[str, float]:

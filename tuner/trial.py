@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from ray import tune
 
 from tuner.family import get_family
 from tuner.space import SearchSpace
+from tuner.storage import is_storage_full
+
+SPACE_RETRY_S = 5.0  # a trial whose checkpoint found the disk full tries again this often
 
 
 def ignore_terminal_interrupts() -> None:
@@ -34,13 +38,26 @@ class RaySession:
         return self._checkpoint
 
     def report(self, metrics: Mapping[str, float], save: Callable[[Path], None] | None = None) -> None:
+        """Report `metrics` with a checkpoint written by `save`. While the disk is full the trial waits and
+        retries (nothing is lost): the driver's `StorageGuard` stops the sweep for a resume, or space returns."""
         result = {**metrics, "ray_gpus": float(len(ray.get_gpu_ids()))}  # GPUs Ray assigned to this trial
         if save is None:
             tune.report(result)
             return
-        with tempfile.TemporaryDirectory() as d:
-            save(Path(d))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+        waiting = False
+        while True:
+            try:
+                with tempfile.TemporaryDirectory() as d:
+                    save(Path(d))
+                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+                return
+            except OSError as err:  # a full disk is not the trial's fault: wait; the driver stops the sweep
+                if not is_storage_full(err):
+                    raise
+                if not waiting:
+                    print(f"trial waits for disk space to store its checkpoint: {err}", flush=True)
+                waiting = True
+                time.sleep(SPACE_RETRY_S)
 
 
 def make_trainable(space: Mapping[str, Any], base: Mapping[str, Any], resources: Mapping[str, float]) -> Any:

@@ -9,7 +9,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-SEARCHERS = ("tpe", "random")  # --searcher
+SEARCHERS = ("tpe", "random", "tree")  # --searcher
+PRIOR_RULES = ("adaptive", "fixed")  # --prior-rule: how tpe/random draw from the priors
 SCHEDULERS = ("asha", "none")  # --scheduler
 
 

@@ -1,0 +1,84 @@
+"""The samplers alone, in one process: Hartmann-3/6 at full fidelity under the good / medium / bad prior spaces,
+no Ray, no pruning, one trial at a time. A fast check of a sampler change; the full path (Ray, ASHA, parallel
+slots, PriorBand) is measured by `benchmarks/prior_value.py`.
+
+For each space and method: evaluations to regret <= 0.1 (median over the seeds that reach it, and how many do)
+and the median regret after 10 / 25 / 50 evaluations and at the budget. Methods: `tpe` (plain TPE, the space's
+warm starts only), `fixed` (the s/(s+n) rule), `adaptive`, `random`, `tree` (default exploration constant) and
+`tree:C` (exploration constant C).
+
+    OMP_NUM_THREADS=1 python benchmarks/samplers_synthetic.py [--seeds 20] [--budget 100]
+        [--spaces hartmann3_good ...] [--methods tpe fixed adaptive tree ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import optuna
+
+from trainables.hartmann.functions import SOLVED_REGRET, regret
+from tuner.samplers import TreeSampler
+from tuner.search import distributions, make_sampler
+from tuner.space import SearchSpace, load_space
+
+SPACES = [f"hartmann{d}_{prior}" for d in (3, 6) for prior in ("good", "medium", "bad")]
+METHODS = ["tpe", "fixed", "adaptive", "random", "tree"]
+CHECKPOINTS = (10, 25, 50)
+
+
+def sampler_for(method: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if method.startswith("tree:"):
+        return TreeSampler(space, seed=seed, exploration=float(method.split(":")[1]))
+    if method == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if method == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if method == "tree":
+        return make_sampler(space, "tree", True, seed)
+    return make_sampler(space, "tpe", True, seed, prior_rule=method)
+
+
+def regret_curve(space: SearchSpace, method: str, seed: int, budget: int) -> np.ndarray:
+    """Best regret after each evaluation; the warm starts (if any) are evaluated first, as in a sweep."""
+    study = optuna.create_study(direction="minimize", sampler=sampler_for(method, space, seed))
+    for warm in space.warm_starts:
+        study.enqueue_trial(dict(warm.params))
+    names = list(space.params)
+    dist = distributions(space)
+    values = []
+    for _ in range(budget):
+        trial = study.ask(dist)
+        value = regret(np.array([trial.params[n] for n in names]))
+        study.tell(trial, value)
+        values.append(value)
+    return np.minimum.accumulate(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=100)
+    parser.add_argument("--spaces", nargs="*", default=SPACES)
+    parser.add_argument("--methods", nargs="*", default=METHODS)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    checkpoints = [c for c in CHECKPOINTS if c < args.budget] + [args.budget]
+    header = (f"| space | method | evals to regret ≤ {SOLVED_REGRET} (median, IQR) | solved | "
+              + " | ".join(f"regret @{c}" for c in checkpoints) + " |")
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for name in args.spaces:
+        space = load_space(name)
+        for method in args.methods:
+            curves = np.array([regret_curve(space, method, seed, args.budget) for seed in range(args.seeds)])
+            solved = curves <= SOLVED_REGRET
+            hits = [int(np.argmax(row)) + 1 for row in solved if row.any()]
+            q1, med, q3 = np.percentile(hits, [25, 50, 75]) if hits else (np.nan,) * 3
+            at = " | ".join(f"{np.median(curves[:, c - 1]):.3f}" for c in checkpoints)
+            print(f"| {name} | {method} | {med:.0f} ({q1:.0f}–{q3:.0f}) | {len(hits)}/{args.seeds} | {at} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
