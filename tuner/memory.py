@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from tuner.outcome import best_trial
-from tuner.principles import STATUSES, Verdict, pooled_verdicts
+from tuner.principles import STATUSES, Verdict, pooled_verdicts, verdict_details
 from tuner.space import CategoricalParam, SearchSpace, load_space, space_files
 from tuner.table import fmt, to_markdown
 from tuner.validation import TunerInputError
@@ -193,12 +193,7 @@ def principles_section(judged: Sequence[Verdict]) -> list[str]:
         lines += ["", f"#### {STATUS_TITLES[status]} ({len(group)})", ""]
         for v in group:
             lines.append(f"- {v.principle} [{v.source}; space {v.space}]")
-            lines.append(f"  - claim: {v.claim}")
-            lines.append(f"  - evidence: {v.evidence}")
-            if v.trials:
-                lines.append(f"  - trials: {', '.join(v.trials)}")
-            if v.decide:
-                lines.append(f"  - to decide: {v.decide}")
+            lines += verdict_details(v, every_trial=True)
     return lines or ["", "No space of this family carries a checkable claim."]
 
 

@@ -712,13 +712,19 @@ def principles_markdown(space: SearchSpace, verdict_list: Sequence[Verdict], tit
             lines.append(f"- *text only*: {principle.text} [{principle.source}]")
             continue
         lines.append(f"- **{verdict.status}**: {principle.text} [{principle.source}]")
-        lines.append(f"  - claim: {verdict.claim}")
-        lines.append(f"  - evidence: {verdict.evidence}")
-        if verdict.trials:
-            lines.append(f"  - trials: {_shown_trials(verdict)}")
-        if verdict.decide:
-            lines.append(f"  - to decide: {verdict.decide}")
+        lines += verdict_details(verdict)
     return "\n".join(lines) + "\n"
+
+
+def verdict_details(verdict: Verdict, every_trial: bool = False) -> list[str]:
+    """The markdown lines under a principle's bullet: the claim, the evidence, the deciding trials (the first
+    few, or `every_trial`) and what would decide it."""
+    lines = [f"  - claim: {verdict.claim}", f"  - evidence: {verdict.evidence}"]
+    if verdict.trials:
+        lines.append(f"  - trials: {', '.join(verdict.trials) if every_trial else _shown_trials(verdict)}")
+    if verdict.decide:
+        lines.append(f"  - to decide: {verdict.decide}")
+    return lines
 
 
 def principles_html(space: SearchSpace, verdict_list: Sequence[Verdict]) -> str:
