@@ -11,6 +11,12 @@ sequences (L = 256, batch 16, epoch 1 = oracle warm-start writes):
   Python — plus the same loss, backward and step, and one (no-grad) validation pass.
 With --ref-batches N < 32 the reference-style training time is extrapolated from N batches.
 Then the len1024 quickstart (D 512, 1024 slots, top-16) per-epoch time of the batched trainer.
+
+Before any timing, one AdamW is built: torch.optim imports torch._dynamo on first use (2-16 s here), a
+once-per-process cost that would otherwise land in whichever epoch is timed first.
+The "matmul floor" line is what bounds the batched epoch: its dense FLOPs (per Picard iteration 2 matmuls
+forward, 2 backward and 2 for the weight gradients; per token the same for the liquid cell), divided by the
+rate this machine reaches on the (batch x d_h) @ (d_h x hidden) matmul, timed in the same run.
 """
 
 from __future__ import annotations
@@ -79,6 +85,25 @@ def reference_epoch(s: EmmaSettings, n_batches: int) -> tuple[float, float, int]
             min(n_batches, len(train)))
 
 
+def matmul_floor(s: EmmaSettings, train_iters: float) -> tuple[float, float]:
+    """(CPU seconds, GFLOP/s): the len256 epoch's dense matmul FLOPs at the measured small-matmul rate.
+
+    `train_iters` is the mean Picard iterations per token in training; evaluation uses eval_deq_max_iter."""
+    hidden, b = max(128, 2 * s.hid_dim), s.batch_size
+    z, w, c = torch.randn(b, s.hid_dim), torch.randn(s.hid_dim, hidden), torch.randn(b, hidden)
+    for _ in range(200):
+        torch.addmm(c, z, w)
+    start, n = time.process_time(), 5000                              # CPU time: comparable with the epoch's
+    for _ in range(n):
+        torch.addmm(c, z, w)
+    seconds = (time.process_time() - start) / n
+    unit = 2 * b * s.hid_dim * hidden                                  # FLOPs of one such matmul
+    tokens = sum(int(batch.query_pos.max()) + 1 for batch in batches(train_set(s, 0), b))
+    val_tokens = sum(int(batch.query_pos.max()) + 1 for batch in batches(val_set(s, 0), b))
+    flops = unit * (tokens * 6 * (train_iters + 1) + 2 * val_tokens * 2 * (s.eval_deq_max_iter + 1))
+    return flops / unit * seconds, unit / seconds / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -90,9 +115,15 @@ def main() -> None:
     print(f"len256 quickstart: {quick.train_size} + {quick.val_size} sequences, L={quick.seq_len}, "
           f"batch {quick.batch_size}, {args.threads} thread(s)")
     print(f"load average before: {os.getloadavg()[0]:.2f} (wall time suffers from other processes; CPU time less)")
+    start = time.perf_counter()
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])            # the one-off torch._dynamo import
+    print(f"warm-up (first AdamW: torch._dynamo import), not timed below: {time.perf_counter() - start:.2f} s")
     seconds, cpu, report = batched_epoch(quick)
     print(f"batched, per-sequence memory: {seconds:6.2f} s/epoch wall, {cpu:6.2f} s CPU "
           f"(train loss {report['train_loss']:.3f})")
+    floor, rate = matmul_floor(quick, report["train_avg_fp_iters"])
+    print(f"matmul floor of that epoch: {floor:6.2f} s CPU at {rate:.0f} GFLOP/s ({args.threads} thread(s)); the "
+          f"rest is elementwise ops, Python and allocation")
     shared_seconds, shared_cpu, _ = batched_epoch(quick.model_copy(update={"memory_mode": "shared"}))
     print(f"batched, shared memory:       {shared_seconds:6.2f} s/epoch wall, {shared_cpu:6.2f} s CPU")
     ref_seconds, ref_cpu, timed = reference_epoch(quick, args.ref_batches)

@@ -36,7 +36,9 @@ class Printer:
         print(f"  epoch {m['epoch']:.0f}: val_acc {m['val_acc']:.3f} | honest {m['val_acc_honest']:.3f} | "
               f"lambda {m['lambda_nce']:.4f} | alpha {m['oracle_mix_alpha']:.2f} oracle {m['oracle_write']:.0f} | "
               f"read_ema {m['nce_read_ema_cos']:.3f} | train read_cos {m.get('train_read_cos', float('nan')):.3f} "
-              f"raw {m.get('train_read_cos_raw', float('nan')):.3f} | write_cos {m.get('train_write_cos', float('nan')):.3f}",
+              f"raw {m.get('train_read_cos_raw', float('nan')):.3f} | write_cos {m.get('train_write_cos', float('nan')):.3f} | "
+              f"prototype cos {m['prototype_cos']:.3f} | train acc {m['train_acc']:.3f} | honest top-class share "
+              f"{m['honest_pred_top_share']:.2f}",
               flush=True)
 
 

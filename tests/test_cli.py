@@ -107,6 +107,9 @@ def test_broken_or_shadowing_user_spaces_are_reported_per_file(results: Path, tm
     ["sweep", "--space", "chaotic_10k", "--set", "lr"],
     ["sweep", "--space", "chaotic_10k", "--set", "n_neuronz=5"],
     ["sweep", "--space", "chaotic_10"],
+    ["sweep", "--space", "needle_len256", "--set", "lr"],
+    ["sweep", "--space", "needle_len256", "--set", "n_pairz=5"],
+    ["sweep", "--space", "needle_len256", "--set", "memory_mode=batched"],
 ])
 def test_input_errors_are_answered_before_heavy_imports(argv) -> None:
     """Bad input is refused before Ray, MLflow, Optuna or torch load (a second, not twenty)."""
@@ -114,6 +117,6 @@ def test_input_errors_are_answered_before_heavy_imports(argv) -> None:
             f"rc = main({argv!r})\n"
             "print('LOADED', sorted(m for m in ('ray', 'mlflow', 'optuna', 'torch') if m in sys.modules))\n"
             "sys.exit(rc)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "LOADED []" in done.stdout and "error:" in done.stderr

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.emma.data import DIGIT0, LISTOPS_MAX_DEPTH, PAD, listops_arrays, needle_ids, train_set, val_set
+from trainables.emma.data import (
+    DIGIT0,
+    LISTOPS_MAX_DEPTH,
+    PAD,
+    listops_arrays,
+    needle_ids,
+    train_set,
+    val_set,
+)
 from trainables.emma.settings import LISTOPS_MAX_TOKENS, EmmaSettings, vocab_size
 
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.emma.data import batches, train_set, val_set
+from trainables.emma.metrics import prototype_cos
 from trainables.emma.model import EmmaModel, WriteControl, bind, normalize, unbind
 from trainables.emma.reference import item_write, reference_forward
 from trainables.emma.settings import EmmaSettings
@@ -29,17 +30,19 @@ def loss_of(logits_main, logits_aux, v_pred_write, protos, y):
             + (1 - (v_pred_write * protos[y]).sum(-1)).mean())
 
 
-@pytest.mark.parametrize("shared", [False, True])
-@pytest.mark.parametrize("alpha", [0.0, 0.4])
-def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha):
+@pytest.mark.parametrize(("shared", "alpha", "deq_tol"), [(False, 0.0, 1e-4), (False, 0.4, 1e-4), (True, 0.0, 1e-4),
+                                                        (True, 0.4, 1e-4), (False, 0.4, 0.1)])
+def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, deq_tol):
     torch.set_default_dtype(torch.float64)
     try:
-        s = EmmaSettings(**SMALL, memory_mode="shared" if shared else "per_sequence")
+        s = EmmaSettings(**SMALL, memory_mode="shared" if shared else "per_sequence", deq_tol=deq_tol)
         torch.manual_seed(0)
         model = EmmaModel(s).eval()                      # eval: spectral norm without a power-iteration update
         batch = train_set(s, 0)
         ctl = WriteControl(alpha=alpha, mem_scale=0.6, strength=0.5, shared=shared)
         out = model(batch, ctl, batch.target)
+        if deq_tol > 0.01:                               # the early exit of the Picard loop is exercised
+            assert out.fp_iters < s.deq_max_iter
         loss_of(out.logits_main, out.logits_aux, out.v_pred_write, model.prototypes(), batch.target).backward()
         batched = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         model.zero_grad()
@@ -103,3 +106,9 @@ def test_honest_evaluation_never_reads_the_label(task):
     for key in ("h_read_cleanup_cos", "h_addr_entropy", "h_bucket_collision_rate"):   # label-free: identical
         assert good[key] == bad[key], key
     assert good["h_read_cos"] != bad["h_read_cos"]                        # label-scored: the labels did change
+
+
+def test_prototype_cos_tells_apart_from_collapsed():
+    assert prototype_cos(torch.eye(6)) == 0.0                                     # orthogonal prototypes
+    assert prototype_cos(normalize(torch.ones(6, 4))) == pytest.approx(1.0)      # all the same direction
+    assert prototype_cos(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from trainables.emma.metrics import classify
+from trainables.emma.outcome import classify
 from trainables.emma.settings import EmmaSettings, slots_per_bucket
 from tuner.family import Family, RegimeTable, Resources, Session
 

@@ -1,8 +1,9 @@
-"""Metrics of spec §5 from one forward's outputs, their per-epoch means, and `classify`.
+"""Metrics of spec §5 from one forward's outputs and their per-epoch means.
 
 Two validation scores: `val_acc` is the reference's assisted score (validation writes use the
 epoch's oracle / label mix with the true label, spec §7.1); `val_acc_honest` writes v_pred only
 (oracle off, alpha = 0) and never sees the label. Both are on the same validation samples.
+The outcome class of a trial (`classify`) is in `outcome.py`, which loads without torch.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from trainables.emma.model import MemoryState, Outputs
-
-HONEST_MARGIN = 0.05   # above the majority baseline by at least this to count as retrieval
 
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,7 +38,8 @@ def memory_stats(state: MemoryState) -> dict[str, float]:
 
 def batch_metrics(out: Outputs, target: torch.Tensor, protos: torch.Tensor, k_top: int,
                   oracle_writes: bool = False) -> dict[str, float]:
-    """Accuracy, read cosines (clean, raw, cleanup, gap), top-k hit, entropy, DEQ and memory stats, and for
+    """Accuracy, share of the batch's most predicted class, read cosines (clean, raw, cleanup, gap), top-k hit,
+    entropy, DEQ and memory stats, and for
     Needle the write cos (oracle writes count 1.0, blocked writes are no events)."""
     with torch.no_grad():
         true = protos[target]
@@ -47,7 +47,9 @@ def batch_metrics(out: Outputs, target: torch.Tensor, protos: torch.Tensor, k_to
         cleanup = cos(out.v_raw, out.snapped)
         k = min(k_top, out.logits_main.shape[1])
         hit = (out.logits_main.topk(k, dim=1).indices == target[:, None]).any(1)
-        m = {"acc": float((out.logits_main.argmax(1) == target).float().mean()),
+        pred = out.logits_main.argmax(1)
+        m = {"acc": float((pred == target).float().mean()),
+             "pred_top_share": float(torch.bincount(pred).max()) / len(pred),   # 1: every read snaps to one class
              "loss": float(F.cross_entropy(out.logits_main, target)),
              "read_cos": float(clean.mean()), "read_cos_raw": float(raw.mean()),
              "read_cleanup_cos": float(cleanup.mean()), "read_gap": float((cleanup - raw).mean()),
@@ -77,21 +79,13 @@ class Mean:
         return {prefix + k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
 
 
+def prototype_cos(protos: torch.Tensor) -> float:
+    """Mean off-diagonal cosine of the (unit) prototypes: near 0 when apart, toward 1 as they collapse."""
+    c = len(protos)
+    with torch.no_grad():
+        return float(((protos @ protos.T).sum() - protos.pow(2).sum()) / (c * (c - 1)))
+
+
 def majority_rate(target: torch.Tensor) -> float:
     """Share of the most frequent class (the majority baseline)."""
     return float(torch.bincount(target).max()) / len(target)
-
-
-def classify(metrics: Mapping[str, float]) -> str:
-    """retrieves: honest val acc >= 0.8; partial: above the majority baseline + 0.05; assisted_only: only the
-    assisted score clears that; failed: neither, or diverged."""
-    honest = metrics.get("val_acc_honest", math.nan)
-    assisted = metrics.get("val_acc", math.nan)
-    base = metrics.get("majority_acc", 0.0) + HONEST_MARGIN
-    if metrics.get("diverged", 0.0) or not math.isfinite(honest):
-        return "failed"
-    if honest >= 0.8:
-        return "retrieves"
-    if honest > base:
-        return "partial"
-    return "assisted_only" if math.isfinite(assisted) and assisted > base else "failed"

@@ -193,90 +193,97 @@ class Recurrence(torch.autograd.Function):
     h_t = liquid(z*_t, h_{t-1}). The backward is full BPTT through every iteration, exactly what autograd
     would compute (tests compare it with an autograd-only loop), with the weight gradients summed in one
     matmul per weight at the end instead of one autograd node per operation.
+
+    Every Picard iterate z_i and gate g_i of the segment is written in place into one preallocated
+    (iterations, B, .) buffer (the backward's inputs need no stacking), and the backward writes its
+    per-iteration gradients the same way; iteration n's input is z[n], its output z[n + 1].
     """
 
     @staticmethod
     def forward(ctx, c, z, h, w1z, w2, b2, lz, lh, lb, max_iter, tol, on_step):
         store = any(ctx.needs_input_grad[:9])
-        h_first = h
-        zs, hs, z_in, gates, counts, tanh_pre, tau, tau_arg, h_raw = [], [], [], [], [], [], [], [], []
-        step = None
+        b, n_tok, hidden = c.shape
+        d = z.shape[1]
+        capacity = n_tok * max_iter if store else 1          # without a backward, one slot is reused
+        iterates = z.new_empty(capacity + 1, b, d)              # z_0 of every iteration, then the last output
+        gates = c.new_empty(capacity, b, hidden)
+        step = z.new_empty(b, d)
+        zs, hs = z.new_empty(n_tok, b, d), h.new_empty(n_tok + 1, b, d)
+        liquid_in = z.new_empty(n_tok, b, 2 * d)                # [pre; tau_arg] of every token
+        tanh_pre, tau, h_raw = (z.new_empty(n_tok, b, d) for _ in range(3))
+        iterates[0], hs[0] = z, h
+        z_at, g_at, h_at = iterates.unbind(0), gates.unbind(0), hs.unbind(0)   # views made once (1.5 us each)
+        counts, n = [], 0
         for t, ct in enumerate(c.transpose(0, 1).contiguous().unbind(0)):   # time-major: contiguous rows
             for i in range(max_iter):
-                g = torch.tanh(torch.addmm(ct, z, w1z))
-                step = torch.addmm(b2, g, w2)
+                z_in, g = z_at[n], g_at[n]
+                torch.addmm(ct, z_in, w1z, out=g).tanh_()
+                torch.addmm(b2, g, w2, out=step)
                 if store:
-                    z_in.append(z)
-                    gates.append(g)
-                z = z + step
-                if tol > 0 and float(torch.linalg.vector_norm(step, ord=math.inf)) < tol:
+                    n += 1
+                torch.add(z_in, step, out=z_at[n])
+                if 0 < tol and i + 1 < max_iter and float(step.abs().max()) < tol:   # the last one stops anyway
                     break
             counts.append(i + 1)
-            pre, arg = torch.addmm(torch.addmm(lb, z, lz), h, lh).chunk(2, dim=1)
-            th = torch.tanh(pre)
-            tau_t = F.softplus(arg) + (TAU_MIN + EPS)
-            raw = h + (th - h / tau_t)                                       # h + dt (-h / tau + pre), dt = 1
-            h = torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6).clamp(-1e3, 1e3)
-            zs.append(z)
-            hs.append(h)
-            if store:
-                tanh_pre.append(th)
-                tau.append(tau_t)
-                tau_arg.append(arg)
-                h_raw.append(raw)
+            z, h = z_at[n], h_at[t]
+            zs[t].copy_(z)
+            pre, arg = torch.addmm(lb, z, lz, out=liquid_in[t]).addmm_(h, lh).chunk(2, dim=1)
+            th = torch.tanh(pre, out=tanh_pre[t])
+            tau_t = torch.add(F.softplus(arg), TAU_MIN + EPS, out=tau[t])
+            raw = torch.add(h, th - h / tau_t, out=h_raw[t])                 # h + dt (-h / tau + pre), dt = 1
+            torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6, out=h_at[t + 1]).clamp_(-1e3, 1e3)
             if on_step is not None:
-                on_step(t, z, h)
+                on_step(t, z, h_at[t + 1])
         stats = torch.tensor([float(sum(counts)), float(torch.linalg.vector_norm(step, ord=math.inf))])
-        zs_t, hs_t = torch.stack(zs, 1), torch.stack(hs, 1)
         if store:
             ctx.save_for_backward(w1z, w2, lz, lh)
-            ctx.lists = (z_in, gates, counts, tanh_pre, tau, tau_arg, h_raw, [h_first] + hs[:-1], zs)
+            ctx.buffers = (iterates[:n], gates[:n], counts, tanh_pre, tau, liquid_in[..., d:], h_raw, hs[:-1], zs)
         ctx.mark_non_differentiable(stats)
-        return zs_t, hs_t, stats
+        return zs.transpose(0, 1).contiguous(), hs[1:].transpose(0, 1).contiguous(), stats
 
     @staticmethod
     def backward(ctx, d_zs, d_hs, _d_stats):
         w1z, w2, lz, lh = ctx.saved_tensors
-        z_in, gates, counts, tanh_pre, tau, tau_arg, h_raw, h_prev, zs = ctx.lists
-        n_tok = len(counts)
-        gate_all = torch.stack(gates)
-        gate_grad = (1 - gate_all * gate_all).unbind(0)                      # tanh' = 1 - g^2, every iteration
-        th, tau_s, hp = torch.stack(tanh_pre), torch.stack(tau), torch.stack(h_prev)
-        raw = torch.stack(h_raw)
-        keep = ((raw >= -1e3) & (raw <= 1e3)).to(raw.dtype)                 # clamp / nan_to_num block the rest
-        pre_grad = ((1 - th * th) * keep).unbind(0)                          # d h / d pre
-        arg_grad = (hp / (tau_s * tau_s) * torch.sigmoid(torch.stack(tau_arg)) * keep).unbind(0)  # d h / d tau_arg
-        h_grad = ((1 - 1 / tau_s) * keep).unbind(0)                          # d h / d h_prev
-        d_zs_t, d_hs_t = d_zs.transpose(0, 1).contiguous().unbind(0), d_hs.transpose(0, 1).contiguous().unbind(0)
+        z_in, gates, counts, tanh_pre, tau, tau_arg, h_raw, h_prev, zs = ctx.buffers
+        n_tok, n_iter = len(counts), len(gates)
+        gate_grad = 1 - gates * gates                                        # tanh' = 1 - g^2, every iteration
+        keep = ((h_raw >= -1e3) & (h_raw <= 1e3)).to(h_raw.dtype)            # clamp / nan_to_num block the rest
+        pre_grad = (1 - tanh_pre * tanh_pre) * keep                          # d h / d pre
+        arg_grad = h_prev / (tau * tau) * torch.sigmoid(tau_arg) * keep      # d h / d tau_arg
+        h_grad = (1 - 1 / tau) * keep                                        # d h / d h_prev
+        d_zs_t, d_hs_t = d_zs.transpose(0, 1).contiguous(), d_hs.transpose(0, 1).contiguous()
         w2t, w1zt, lzt, lht = (w.T.contiguous() for w in (w2, w1z, lz, lh))   # contiguous: 2x faster matmuls
-        d_a, d_step, d_liq = [], [], []
+        d_a = gates.new_empty(gates.shape)                                   # d loss / d a_i, every iteration
+        d_step = z_in.new_empty(z_in.shape)                                  # d loss / d z_{i+1}, every iteration
+        _, b, d = tanh_pre.shape
+        d_liq = tanh_pre.new_empty(n_tok, b, 2 * d)                          # d loss / d [pre; tau_arg], every token
         dz_next, dh_next = torch.zeros_like(d_zs_t[0]), torch.zeros_like(d_hs_t[0])
-        k = len(gates)
+        da_at, ds_at, gg_at = d_a.unbind(0), d_step.unbind(0), gate_grad.unbind(0)   # views made once
+        k = n_iter
         for t in range(n_tok - 1, -1, -1):
             dh = d_hs_t[t] + dh_next
-            dl = torch.cat([dh * pre_grad[t], dh * arg_grad[t]], dim=1)
-            d_liq.append(dl)
-            dz = torch.addmm(d_zs_t[t] + dz_next, dl, lzt)
+            dl = d_liq[t]
+            torch.mul(dh, pre_grad[t], out=dl[:, :d])
+            torch.mul(dh, arg_grad[t], out=dl[:, d:])
+            first = k - counts[t]
+            torch.addmm(d_zs_t[t] + dz_next, dl, lzt, out=ds_at[k - 1])
             dh_next = torch.addmm(dh * h_grad[t], dl, lht)
-            for _ in range(counts[t]):
-                k -= 1
-                d_step.append(dz)
-                da = (dz @ w2t) * gate_grad[k]
-                d_a.append(da)
-                dz = torch.addmm(dz, da, w1zt)
-            dz_next = dz
-        flat = lambda xs: torch.stack(xs[::-1]).flatten(0, 1)
-        d_a_all, d_step_all, d_liq_all = flat(d_a), flat(d_step), flat(d_liq)
+            for j in range(k - 1, first - 1, -1):
+                torch.mm(ds_at[j], w2t, out=da_at[j]).mul_(gg_at[j])
+                if j > first:
+                    torch.addmm(ds_at[j], da_at[j], w1zt, out=ds_at[j - 1])
+                else:
+                    dz_next = torch.addmm(ds_at[j], da_at[j], w1zt)
+            k = first
+        d_a_all, d_step_all, d_liq_all = d_a.flatten(0, 1), d_step.flatten(0, 1), d_liq.flatten(0, 1)
         d_c = None
         if ctx.needs_input_grad[0]:
             token = torch.repeat_interleave(torch.arange(n_tok), torch.tensor(counts))
-            b = d_zs.shape[0]
-            d_c = d_a_all.new_zeros(n_tok, b, d_a_all.shape[1]).index_add_(
-                0, token.to(d_a_all.device), d_a_all.view(-1, b, d_a_all.shape[1])).transpose(0, 1)
-        d_w1z = torch.stack(z_in).flatten(0, 1).T @ d_a_all
-        d_w2 = gate_all.flatten(0, 1).T @ d_step_all
-        d_lz = torch.stack(zs).flatten(0, 1).T @ d_liq_all
-        d_lh = hp.flatten(0, 1).T @ d_liq_all
+            d_c = d_a.new_zeros(n_tok, *d_a.shape[1:]).index_add_(0, token.to(d_a.device), d_a).transpose(0, 1)
+        d_w1z = z_in.flatten(0, 1).T @ d_a_all
+        d_w2 = gates.flatten(0, 1).T @ d_step_all
+        d_lz = zs.flatten(0, 1).T @ d_liq_all
+        d_lh = h_prev.flatten(0, 1).T @ d_liq_all
         return (d_c, dz_next, dh_next, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
                 None, None, None)
 

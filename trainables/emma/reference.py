@@ -12,7 +12,15 @@ import torch
 from torch.nn import functional as F
 
 from trainables.emma.data import Batch
-from trainables.emma.model import DEQ_RELAX, TAU_MIN, EmmaModel, WriteControl, bind, normalize, unbind
+from trainables.emma.model import (
+    DEQ_RELAX,
+    TAU_MIN,
+    EmmaModel,
+    WriteControl,
+    bind,
+    normalize,
+    unbind,
+)
 
 
 def _slots(model: EmmaModel, k: torch.Tensor) -> tuple[list[int], list[int]]:

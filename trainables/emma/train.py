@@ -270,6 +270,7 @@ def _run(s: EmmaSettings, session: Session) -> None:
                       "lambda_nce": plan.lam_used, "lambda_gate": plan.lam_gate, "oracle_mix_alpha": plan.alpha,
                       "oracle_write": float(plan.oracle), "mem_scale": plan.mem_scale, "lr": plan.lr,
                       "write_strength": plan.strength, "nce_read_ema_cos": p.read_ema, "nce_ema_write_cos": p.write_ema,
+                      "prototype_cos": metrics.prototype_cos(model.prototypes()),
                       **train, **{k: v for k, v in assisted.items() if k not in ("val_acc", "val_loss")},
                       **{k: v for k, v in honest.items() if k not in ("honest_acc", "honest_loss")}}
             if last:
