@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -52,8 +53,12 @@ def mlflow_server(results: Path, tmp_path: Path) -> Iterator[str]:
             assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
             time.sleep(0.5)
     yield url
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:  # a loaded machine: its workers were slow to stop
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
 
 
 @pytest.fixture
