@@ -4,8 +4,9 @@ slots, PriorBand) is measured by `benchmarks/prior_value.py`.
 
 For each space and method: evaluations to regret <= 0.1 (median over the seeds that reach it, and how many do)
 and the median regret after 10 / 25 / 50 evaluations and at the budget. Methods: `tpe` (plain TPE, the space's
-warm starts only), `fixed` (the s/(s+n) rule), `adaptive`, `random`, `tree` (default exploration constant) and
-`tree:C` (exploration constant C).
+warm starts only), `fixed` (the s/(s+n) rule), `adaptive`, `adaptive:KEY=VALUE,...` (the adaptive rule with
+other keyword arguments, e.g. `adaptive:patience=5,tolerance=0.001`; `patience=none` turns the stall rule off),
+`random`, `tree` (default exploration constant) and `tree:C` (exploration constant C).
 
     OMP_NUM_THREADS=1 python benchmarks/samplers_synthetic.py [--seeds 20] [--budget 100]
         [--spaces hartmann3_good ...] [--methods tpe fixed adaptive tree ...]
@@ -19,7 +20,7 @@ import numpy as np
 import optuna
 
 from trainables.hartmann.functions import SOLVED_REGRET, regret
-from tuner.samplers import TreeSampler
+from tuner.samplers import AdaptivePriorSampler, TreeSampler
 from tuner.search import distributions, make_sampler
 from tuner.space import SearchSpace, load_space
 
@@ -29,6 +30,10 @@ CHECKPOINTS = (10, 25, 50)
 
 
 def sampler_for(method: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if method.startswith("adaptive:"):
+        options = dict(item.split("=") for item in method.split(":", 1)[1].split(","))
+        kwargs = {k: None if v == "none" else float(v) for k, v in options.items()}
+        return AdaptivePriorSampler(optuna.samplers.TPESampler(seed=seed), space, seed=seed, **kwargs)
     if method.startswith("tree:"):
         return TreeSampler(space, seed=seed, exploration=float(method.split(":")[1]))
     if method == "tpe":
