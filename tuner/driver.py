@@ -392,13 +392,14 @@ def sweep(space: str | Path | SearchSpace, **options: Any) -> SweepOutcome:
 
 
 def _repair(experiment: str) -> None:
-    """Before a restore: put back the Ray state files of a local experiment that a full disk truncated (from the
-    copies `StorageGuard` kept); refuse to resume from one that cannot be put back."""
+    """Before a restore: put back the last complete save of a local experiment's Ray state when a full disk
+    truncated it (the set `StorageGuard` kept); refuse to resume from one that cannot be put back."""
     if "://" in experiment or not Path(experiment).is_dir():
         return
     repaired, broken = repair_state(Path(experiment))
-    for name in repaired:
-        print(f"resume: {name} was cut short by a full disk; using its last complete copy", flush=True)
+    if repaired:
+        print(f"resume: Ray's state was cut short by a full disk; using its last complete save "
+              f"({', '.join(repaired)}): trials asked after it are asked again", flush=True)
     if broken:
         raise TunerInputError(f"resume: {experiment}: {', '.join(broken)} cut short (a full disk?) and no complete "
                               f"copy kept; the trials' checkpoints and MLflow runs are intact, but Ray cannot "

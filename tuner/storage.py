@@ -80,10 +80,11 @@ def is_storage_full(err: BaseException) -> bool:
     return False
 
 
-# Ray's state files at the top of an experiment folder, rewritten in place while a sweep runs
+# Ray's state files at the top of an experiment folder, rewritten in place (all in one save) while a sweep runs
 RAY_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl",
                       "callback-states-*.pkl")
-STATE_BACKUP = ".restorable"  # the last complete copy of each, inside the experiment folder
+STATE_BACKUP = ".restorable"  # <experiment>/.restorable/<mtime_ns>/: the last complete, consistent set of them
+ONE_SAVE_NS = 1_000_000_000  # files of one save are written within this of each other
 
 
 def _complete(path: Path) -> bool:
@@ -98,42 +99,55 @@ def _complete(path: Path) -> bool:
         return False
 
 
-def back_up_state(experiment: Path) -> None:
-    """Keep the last complete copy of each of Ray's state files in `experiment/.restorable` (copied, checked,
-    then renamed into place, so a full disk never truncates the copy kept). Local experiment folders only."""
+def _state_files(experiment: Path) -> list[Path]:
+    """The state files Ray restores from: the newest (by name, as Ray picks them) of each kind."""
+    return [max(found) for found in (sorted(experiment.glob(p)) for p in RAY_STATE_PATTERNS) if found]
+
+
+def _snapshots(experiment: Path) -> list[Path]:
+    """The kept sets of state files, oldest first."""
     backup = experiment / STATE_BACKUP
-    for pattern in RAY_STATE_PATTERNS:
-        for path in experiment.glob(pattern):
-            kept = backup / path.name
-            if kept.exists() and kept.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-                continue
-            try:
-                backup.mkdir(exist_ok=True)
-                fresh = backup / f".{path.name}.tmp"
-                shutil.copy2(path, fresh)
-                if _complete(fresh):
-                    os.replace(fresh, kept)
-                else:
-                    fresh.unlink()
-            except OSError:  # no space for the copy: the previous one stays
-                (backup / f".{path.name}.tmp").unlink(missing_ok=True)
+    return sorted((d for d in backup.iterdir() if d.name.isdigit()), key=lambda d: int(d.name)) \
+        if backup.is_dir() else []
+
+
+def back_up_state(experiment: Path) -> None:
+    """Keep the last complete set of Ray's state files from one save in `experiment/.restorable/<stamp>/`: the
+    files are copied, checked to parse and not to have changed meanwhile, then the folder is renamed into place
+    and older sets removed, so a full disk never leaves a truncated or mixed set. Local experiment folders only."""
+    files = _state_files(experiment)
+    if not files:
+        return
+    before = [f.stat().st_mtime_ns for f in files]
+    stamp = max(before)
+    kept = _snapshots(experiment)
+    if (kept and int(kept[-1].name) >= stamp) or stamp - min(before) > ONE_SAVE_NS:
+        return  # already kept, or a save is being written
+    fresh = experiment / STATE_BACKUP / f".{stamp}.tmp"
+    try:
+        fresh.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, fresh / f.name)
+        if [f.stat().st_mtime_ns for f in files] == before and all(_complete(fresh / f.name) for f in files):
+            fresh.rename(fresh.with_name(str(stamp)))
+            for old in kept:
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError:  # no space for the copy: the previous set stays
+        pass
+    shutil.rmtree(fresh, ignore_errors=True)
 
 
 def repair_state(experiment: Path) -> tuple[list[str], list[str]]:
-    """Put back the kept copy of each of Ray's state files in `experiment` that a full disk truncated. Returns
-    the names put back and those still incomplete (no copy was kept)."""
-    repaired, broken = [], []
-    for pattern in RAY_STATE_PATTERNS:
-        for path in experiment.glob(pattern):
-            if _complete(path):
-                continue
-            kept = experiment / STATE_BACKUP / path.name
-            if kept.exists():
-                shutil.copy2(kept, path)
-                repaired.append(path.name)
-            else:
-                broken.append(path.name)
-    return repaired, broken
+    """When a full disk truncated one of Ray's state files in `experiment`, put back the whole last kept set
+    (state files from different saves disagree, e.g. on how many trials were created). Returns the names put
+    back, and the truncated ones when no set was kept."""
+    broken = [f.name for f in _state_files(experiment) if not _complete(f)]
+    kept = _snapshots(experiment)
+    if not broken or not kept:
+        return [], broken
+    for f in sorted(kept[-1].iterdir()):
+        shutil.copy2(f, experiment / f.name)
+    return sorted(f.name for f in kept[-1].iterdir()), []
 
 
 def check_store_url(url: str, flag: str, schemes: Sequence[str], example: str) -> str:
