@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_faults import Cli, _env
+from cli_process import Cli
+from test_faults import _env
 
 from tuner.campaign import (
     STATE_FILE,

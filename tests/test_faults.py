@@ -11,47 +11,19 @@ import pickle
 import re
 import signal
 import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from cli_process import Cli
 from mlflow.tracking import MlflowClient
 
 from tuner.outcome import Outcome
 
 SWEEP = ["sweep", "--space", "chaotic_10k", "--scale", "smoke"]  # 6 reports per trial, seconds each
 STATE_OF_LABEL = {o.label: o.optuna_state for o in Outcome}
-
-
-class Cli:
-    """`python -m tuner ...` in its own process group; output lines collected as they come."""
-
-    def __init__(self, args: list[str], env: dict[str, str]):
-        self.proc = subprocess.Popen([sys.executable, "-m", "tuner", *args], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
-        self._reader.start()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, count: int = 1, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while sum(bool(re.search(pattern, line)) for line in list(self.lines)) < count:
-            assert self.proc.poll() is None and time.monotonic() < deadline, f"waiting for {pattern}:\n{self.output}"
-            time.sleep(0.1)
-
-    def finish(self, timeout_s: float = 600) -> int:
-        self.proc.wait(timeout=timeout_s)
-        self._reader.join()
-        return self.proc.returncode
 
 
 def _read(path: Path) -> bytes:
