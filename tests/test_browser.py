@@ -16,15 +16,18 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from cli_process import Cli
+from mlflow.tracking import MlflowClient
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tuner import sweep
+from tuner.space import load_space
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_2gpu")]
+pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
@@ -95,12 +98,18 @@ def _body_has(text: str):
 
 def test_report_and_experiment_page_render_in_chromium(results: Path, mlflow_server: str,
                                                        browser: webdriver.Chrome, tmp_path: Path) -> None:
-    out = sweep("chaotic_10k", scale="smoke", samples=4, scheduler="none", seed=2, name="browser")
-    best, run, experiment_id = out.table["Best R²"].iloc[0], out.parent_run_id, _experiment_id(out)
+    # the sweep runs as a user runs it, in its own process (and Ray): an in-process Ray would outlive this test
+    cli = Cli(["sweep", "--space", "chaotic_10k", "--scale", "smoke", "--samples", "4", "--scheduler", "none",
+               "--seed", "2", "--name", "browser"], {**os.environ, "TUNER_RESULTS": str(results)})
+    assert cli.finish() == 0, cli.output
+    folder, run, uri = results / "chaotic_10k" / "browser", cli.parent_run_id(), f"sqlite:///{results / 'mlflow.db'}"
+    best, trials = pd.read_parquet(folder / "regime_table.parquet")["Best R²"].iloc[0], pd.read_parquet(
+        folder / "trials.parquet")
+    experiment_id = MlflowClient(uri).get_run(run).info.experiment_id
 
     # the experiment page lists the sweep's runs under "Training runs" (the model-training view, not traces)
     browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs")
-    WebDriverWait(browser, 90).until(_body_has(out.plan.name))
+    WebDriverWait(browser, 90).until(_body_has("browser"))
     page = browser.find_element(By.TAG_NAME, "body").text
     assert "Training runs" in page and "/runs" in browser.current_url, page[:2000]
     # the sidebar's GenAI / Model training switch lives in the browser's localStorage only, GenAI by default,
@@ -109,14 +118,15 @@ def test_report_and_experiment_page_render_in_chromium(results: Path, mlflow_ser
     WebDriverWait(browser, 30).until(lambda d: "Model registry" in d.find_element(By.TAG_NAME, "nav").text)
     browser.execute_script("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false')")  # closed once, too
     browser.refresh()
-    WebDriverWait(browser, 90).until(_body_has(out.plan.name))
+    WebDriverWait(browser, 90).until(_body_has("browser"))
     _shot(browser, tmp_path, "mlflow-experiment.png")
 
     # the parent run: its child runs named by their parameters, and its parameters (scale, fixed regime, best)
     browser.get(f"{mlflow_server}/#/experiments/{experiment_id}/runs/{run}")
     WebDriverWait(browser, 90).until(_body_has("fixed.connectivity_type"))
-    names = _child_names(out)
-    assert len(names) == len(out.trials)
+    names = [r.info.run_name for r in MlflowClient(uri).search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{run}'")]
+    assert len(names) == len(trials)
     WebDriverWait(browser, 60).until(lambda d: all(name in d.find_element(By.TAG_NAME, "body").text for name in names))
     assert "Child runs" in browser.find_element(By.TAG_NAME, "body").text
     _shot(browser, tmp_path, "mlflow-parent-run.png")
@@ -131,26 +141,12 @@ def test_report_and_experiment_page_render_in_chromium(results: Path, mlflow_ser
     assert cells[header.index("Best R²")] == best
     _plotted(browser, "importance")
     bars = browser.find_element(By.CSS_SELECTOR, "#importance .xaxislayer-above").get_attribute("textContent")
-    assert all(name in bars for name in out.plan.search_space.params), bars
+    assert all(name in bars for name in load_space("chaotic_10k").params), bars
     _plotted(browser, "learning-curves")
     curves = browser.find_elements(By.CSS_SELECTOR, "#learning-curves .scatterlayer .trace")
-    assert len(curves) >= len(out.trials), "one drawn learning curve per trial"
+    assert len(curves) >= len(trials), "one drawn learning curve per trial"
     browser.switch_to.default_content()
     _shot(browser, tmp_path, "mlflow-report-artifact.png")
     browser.get((results / "chaotic_10k" / "browser" / "report.html").as_uri())  # the same page, opened alone
     _plotted(browser, "search-history")
     _shot(browser, tmp_path, "report.png")
-
-
-def _experiment_id(out) -> str:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(out.plan.tracking_uri).get_run(out.parent_run_id).info.experiment_id
-
-
-def _child_names(out) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(out.plan.tracking_uri)
-    runs = client.search_runs([_experiment_id(out)], f"tags.mlflow.parentRunId = '{out.parent_run_id}'")
-    return [r.info.run_name for r in runs]
