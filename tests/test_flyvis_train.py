@@ -11,7 +11,7 @@ from recording import Interrupted, Recorder
 
 from trainables.flyvis.family import FAMILY
 from trainables.flyvis.settings import DEFAULT_CHECKPOINT, FlyVisSettings, steps_per_epoch
-from trainables.flyvis.train import CHECKPOINT_FILE
+from trainables.runtime import TRAINER_CHECKPOINT
 
 TINY = {"extent": 1, "n_frames": 300, "n_test_frames": 50, "sequence_frames": 50, "data_augmentation_loop": 5,
         "n_reports": 3, "gmm_components": 10, "params_source": "sampled"}
@@ -42,8 +42,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         train(tmp_path / "first", stop_after=1)
     resumed = train(tmp_path / "second", checkpoint=tmp_path / "first" / "report1")
     assert [h["step"] for h in resumed.history] == [200.0, 300.0]
-    w_whole = torch.load(whole.saved[-1] / CHECKPOINT_FILE, weights_only=False)["model"]["W"]
-    w_resumed = torch.load(resumed.saved[-1] / CHECKPOINT_FILE, weights_only=False)["model"]["W"]
+    w_whole = torch.load(whole.saved[-1] / TRAINER_CHECKPOINT, weights_only=False)["model"]["W"]
+    w_resumed = torch.load(resumed.saved[-1] / TRAINER_CHECKPOINT, weights_only=False)["model"]["W"]
     assert torch.equal(w_whole, w_resumed)
     assert resumed.history[-1]["conn_R2"] == whole.history[-1]["conn_R2"]
 

@@ -11,7 +11,8 @@ from recording import Interrupted, Recorder
 
 from trainables.signal.family import FAMILY, regime
 from trainables.signal.settings import SignalSettings, steps_per_epoch
-from trainables.signal.train import CHECKPOINT_FILE, loss_coefficients
+from trainables.runtime import TRAINER_CHECKPOINT
+from trainables.signal.train import loss_coefficients
 from tuner.family import families
 from tuner.single_run import main
 from tuner.validation import TunerInputError, validate_settings
@@ -33,7 +34,7 @@ def train(folder, checkpoint=None, stop_after=None, **overrides):
 
 
 def final_w(session):
-    return torch.load(session.saved[-1] / CHECKPOINT_FILE, weights_only=True)["model"]["W"]
+    return torch.load(session.saved[-1] / TRAINER_CHECKPOINT, weights_only=True)["model"]["W"]
 
 
 @pytest.mark.parametrize("values, named", [
@@ -84,7 +85,7 @@ def test_short_run_reports_everything(tmp_path):
     final = session.history[-1]
     assert FINAL <= final.keys() and final["diverged"] == 0.0
     assert all(math.isfinite(final[k]) for k in FINAL)
-    assert len(session.saved) == 5 and (session.saved[0] / CHECKPOINT_FILE).exists()
+    assert len(session.saved) == 5 and (session.saved[0] / TRAINER_CHECKPOINT).exists()
 
 
 def test_training_recovers_w_and_lr_w_zero_does_not(tmp_path):

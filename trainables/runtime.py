@@ -7,9 +7,12 @@ torch only: nothing here knows of Ray, MLflow or Optuna.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from tuner.family import DEVICES
@@ -47,3 +50,23 @@ def is_finite(*values: float) -> bool:
 def diverged_report(metric_names: Iterable[str], known: Mapping[str, float] | None = None) -> dict[str, float]:
     """The one report of a diverged run: every named metric NaN, what is still known, and ``diverged = 1``."""
     return {**dict.fromkeys(metric_names, math.nan), **dict(known or {}), "diverged": 1.0}
+
+
+TRAINER_CHECKPOINT = "checkpoint.pt"  # a trainer's model, optimizer, sampling RNG and progress counters
+
+
+def save_trainer(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 rng: np.random.Generator, state: Mapping[str, Any]) -> None:
+    """Write a trainer checkpoint (read back by `load_trainer`) into `directory`."""
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                "state": dict(state)}, Path(directory) / TRAINER_CHECKPOINT)
+
+
+def load_trainer(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 rng: np.random.Generator, device: torch.device) -> dict[str, Any]:
+    """Restore model, optimizer and RNG from the checkpoint in `directory`; its progress counters."""
+    saved = torch.load(Path(directory) / TRAINER_CHECKPOINT, map_location=device, weights_only=True)
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    rng.bit_generator.state = saved["rng"]
+    return saved["state"]

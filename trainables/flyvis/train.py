@@ -15,10 +15,9 @@ from trainables.flyvis.connectome import Connectome, build_connectome
 from trainables.flyvis.model import FlyVisGNN, edge_slopes, message_gain, update_line_fit
 from trainables.flyvis.settings import FlyVisSettings, checkpoint_file, steps_per_epoch
 from trainables.flyvis.simulate import DT, Currents, load_or_simulate
-from trainables.runtime import diverged_report, pick_device, thread_limit
+from trainables.runtime import diverged_report, load_trainer, pick_device, save_trainer, thread_limit
 from tuner.family import Session
 
-CHECKPOINT_FILE = "checkpoint.pt"
 GAIN_FRAMES = 8
 
 
@@ -127,15 +126,10 @@ def _run(s: FlyVisSettings, session: Session) -> None:
 
     # ---- resume -----------------------------------------------------------------------------
     if session.checkpoint is not None:
-        saved = torch.load(Path(session.checkpoint) / CHECKPOINT_FILE, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.bit_generator.state = saved["rng"]
-        state = saved["state"]
+        state = load_trainer(session.checkpoint, model, optimizer, rng, device)
 
     def save(directory: Path) -> None:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": rng.bit_generator.state, "state": dict(state)}, Path(directory) / CHECKPOINT_FILE)
+        save_trainer(directory, model, optimizer, rng, state)
 
     # ---- loop -------------------------------------------------------------------------------
     window = s.time_step if s.recurrent_training else 1

@@ -10,14 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainables.runtime import diverged_report, is_finite, pick_device, thread_limit
+from trainables.runtime import diverged_report, is_finite, load_trainer, pick_device, save_trainer, thread_limit
 from trainables.signal import metrics
 from trainables.signal.model import SignalGNN
 from trainables.signal.settings import SignalSettings, steps_per_epoch
 from trainables.signal.simulate import DT, integrate, load_or_simulate
 from tuner.family import Session
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_METRICS = ("connectivity_R2", "test_R2", "test_pearson", "cluster_accuracy", "final_loss")
 # data descriptors: rho(W), and the effective rank by the full SVD and by the reference's top-100 formula (_ref)
 DESCRIPTORS = ("spectral_radius", "eff_rank_90", "eff_rank_99", "eff_rank_90_ref", "eff_rank_99_ref")
@@ -123,15 +122,10 @@ def _run(s: SignalSettings, session: Session) -> None:
                              "final_loss": math.nan, "train_seconds": 0.0}
 
     if session.checkpoint is not None:
-        saved = torch.load(Path(session.checkpoint) / CHECKPOINT_FILE, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.bit_generator.state = saved["rng"]
-        state = saved["state"]
+        state = load_trainer(session.checkpoint, model, optimizer, rng, device)
 
     def save(directory: Path) -> None:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": rng.bit_generator.state, "state": dict(state)}, Path(directory) / CHECKPOINT_FILE)
+        save_trainer(directory, model, optimizer, rng, state)
 
     started = time.perf_counter() - state["train_seconds"]
     while state["step"] < total_steps:
