@@ -4,8 +4,14 @@ data draws, and the same bytes for the same runs in any order."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
 import pandas as pd
 
+from tuner.cli import main as cli
 from tuner.memory import Range, bound_optima, draw_spreads, memory_markdown, open_questions
 from tuner.principles import Verdict
 
@@ -111,3 +117,30 @@ def test_the_same_runs_give_the_same_bytes_in_any_order() -> None:
 def test_no_sweep_yet_still_lists_the_untested_claims() -> None:
     text = build(pd.DataFrame(), TRIALS.iloc[:0], VERDICTS)
     assert "No finished sweep yet." in text and '"principle sa-1"' in text and "## Block Summaries" in text
+
+
+# ---- golden file: the whole path from a fixed MLflow store ----------------------------------------------
+GOLDEN_STORE = Path(__file__).parent / "data" / "memory_store"  # mlflow.db and the sweeps' regime_row.json
+GOLDEN_MEMORY = Path(__file__).parent / "data" / "signal_memory.md"
+STORE_PLACEHOLDER = "file:///MEMORY_STORE/"  # the stored runs' artifact URIs start with this, not a machine's path
+
+
+def test_memory_from_a_fixed_mlflow_store_matches_the_golden_file(tmp_path: Path) -> None:
+    """`python -m tuner memory --family signal` on a stored two-regime smoke campaign writes the golden bytes.
+
+    The store is the mlflow.db (and regime_row.json artifacts) written by `TUNER_RESULTS=/tmp/golden/results
+    python -m tuner campaign --family signal --scale smoke --spaces chaotic_10k,chaotic_dale_10k --samples 3 --seed 0
+    --name golden`, with the artifact URIs' folder replaced by STORE_PLACEHOLDER. After a deliberate change to the
+    memory's format or to the signal spaces' claims, rewrite the golden file with TUNER_UPDATE_GOLDEN=1 and review
+    the diff."""
+    store = tmp_path / "store"
+    shutil.copytree(GOLDEN_STORE, store)  # MLflow may write to what it opens; the committed store stays as is
+    with sqlite3.connect(store / "mlflow.db") as db:
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (STORE_PLACEHOLDER, store.as_uri() + "/"))
+    out = tmp_path / "memory.md"
+    assert cli(["memory", "--family", "signal", "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}",
+                "--out", str(out)]) == 0
+    written = out.read_text()
+    if os.environ.get("TUNER_UPDATE_GOLDEN"):
+        GOLDEN_MEMORY.write_text(written)
+    assert written == GOLDEN_MEMORY.read_text()

@@ -7,9 +7,10 @@ The trials table is `tuner.table.trials_frame`'s (one row per trial: `status`, `
 MLflow (`tuner.tracking.family_trials`). A claim's quantity is read from `param.NAME`, else `setting.NAME`, else the
 space's fixed value, and an expression is evaluated per trial.
 
-- **untested**: the space (at the trials' scales) cannot produce the trials the claim needs: the parameter is
-  pinned or its range does not reach one side, a `where` condition is excluded, the claim speaks of another
-  scale, or the family reports no such metric;
+- **untested**: no trial can speak to the claim: none of this space has run (at the claim's scales), or the space
+  (at the trials' scales) cannot produce the trials the claim needs: the parameter is pinned or its range does not
+  reach one side, a `where` condition is excluded, the claim speaks of another scale, or the family reports no
+  such metric;
 - **inconclusive**: more trials of this space could decide it (fewer than the claim's minimum evidence, or a
   split top-k, or overlapping importances);
 - **confirmed** / **contradicted**: the evidence the claim asks for is there, and says so.
@@ -601,7 +602,11 @@ def _judge(space: SearchSpace, family: Family, claim: Any, trials: pd.DataFrame)
             return _Judgement("untested", f"the claim speaks of scale {', '.join(claim.scales)}; these trials ran "
                                           f"at {', '.join(present)}", {}, [],
                               f"a sweep at --scale {min(claim.scales, key=SCALES.index)}")
-    scales = sorted({s for s in trials["scale"] if s in space.scales}) if "scale" in trials and len(trials) \
+    if trials.empty:
+        at = [s for s in claim.scales if s in space.scales]
+        return _Judgement("untested", "no trial of this space has run" + (f" at {', '.join(at)}" if at else ""), {},
+                          [], f"a sweep of {space.name}" + (f" at --scale {at[0]}" if at else ""))
+    scales = sorted({s for s in trials["scale"] if s in space.scales}) if "scale" in trials \
         else [s for s in claim.scales if s in space.scales]
     spaces = tuple(space.at_scale(s) for s in scales) or (space,)
     for key, match in claim.where.items():
