@@ -4,7 +4,9 @@
 
 For the freshly initialised model of the given settings (seed = model_seed), on training batches of epoch 0:
 - per position t, the mean |z*_t| and |h_t| and the share of DEQ pre-activations a = z W1z + W1x x_t + b1 with
-  |a| > 2.5 (tanh' < 0.03): the update z <- z + r 0.5 (W2 tanh(a) + b2) has no contraction, so z integrates;
+  |a| > 2.5 (tanh' < 0.03): the seed's update z <- z + r 0.5 (W2 tanh(a) + b2) has no contraction, so z
+  integrates (`--set deq_update=contractive`: z <- (1 - r) z + r 0.5 (W2 tanh(a) + b2), a contraction);
+- the mean Picard iterations per token and the last max-abs Picard step max|z_{i+1} - z_i|;
 - the cosine between v_pred at write_pos and v_pred of the same sequence with its value token replaced by
   another value token (1.0: v_pred carries nothing of the value the honest write must store), overall and for
   write positions below 20, and the mean cosine between v_pred of different sequences.
@@ -24,13 +26,17 @@ from trainables.emma.settings import EmmaSettings
 from tuner.validation import parse_set_args
 
 
-def recurrence(model: EmmaModel, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """z*_t, h_t (B, L, d_h) and the token part of the DEQ input c_t (B, L, hidden), without memory."""
+def recurrence(model: EmmaModel, tokens: torch.Tensor,
+               stats: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """z*_t, h_t (B, L, d_h) and the token part of the DEQ input c_t (B, L, hidden), without memory; appends
+    the mean Picard iterations per token and the last max-abs Picard step to `stats` if given."""
     b = len(tokens)
     with torch.no_grad(), parametrize.cached():
         w = model._weights()
         c = F.linear(model.embed(tokens), w["w1x"], w["b1"])
-        zs, hs, _, _ = model._recur(c, c.new_zeros(b, model.deq.d_h), model.h0.expand(b, -1), w)
+        zs, hs, iters, residual = model._recur(c, c.new_zeros(b, model.deq.d_h), model.h0.expand(b, -1), w)
+    if stats is not None:
+        stats += [iters / tokens.shape[1], residual]
     return zs, hs, c
 
 
@@ -58,7 +64,10 @@ def main() -> None:
     torch.manual_seed(s.model_seed)
     model = EmmaModel(s).eval()
     data = batches(train_set(s, 0), s.batch_size)[:args.batches]
-    zs, hs, c = recurrence(model, data[0].tokens)
+    stats: list[float] = []
+    zs, hs, c = recurrence(model, data[0].tokens, stats)
+    print(f"deq_update {s.deq_update}: {stats[0]:.2f} Picard iterations per token (max {s.deq_max_iter}), last "
+          f"max|z_(i+1) - z_i| {stats[1]:.3g}")
     w1z = model._weights()["w1z"].detach()
     for t in sorted({0, 10, 50, 100, s.seq_len // 2, s.seq_len - 1}):
         a = zs[:, t] @ w1z + c[:, t]

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from trainables.emma.data import batches, train_set, val_set
 from trainables.emma.metrics import prototype_cos
 from trainables.emma.model import EmmaModel, WriteControl, bind, normalize, unbind
-from trainables.emma.reference import item_write, reference_forward
+from trainables.emma.reference import deq_update, item_write, reference_forward
 from trainables.emma.settings import EmmaSettings
 from trainables.emma.train import evaluate
+from tuner.validation import TunerInputError, validate_settings
 
 SMALL = {"seq_len": 48, "train_size": 6, "val_size": 8, "mem_dim": 32, "memory_slots": 32, "memory_buckets": 4,
          "memory_k_top": 3, "hid_dim": 16, "emb_dim": 8, "num_values": 8, "vocab_extra": 10, "n_pairs": 2,
@@ -30,12 +31,14 @@ def loss_of(logits_main, logits_aux, v_pred_write, protos, y):
             + (1 - (v_pred_write * protos[y]).sum(-1)).mean())
 
 
+@pytest.mark.parametrize("update", ["residual", "contractive"])
 @pytest.mark.parametrize(("shared", "alpha", "deq_tol"), [(False, 0.0, 1e-4), (False, 0.4, 1e-4), (True, 0.0, 1e-4),
                                                         (True, 0.4, 1e-4), (False, 0.4, 0.1)])
-def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, deq_tol):
+def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, deq_tol, update):
     torch.set_default_dtype(torch.float64)
     try:
-        s = EmmaSettings(**SMALL, memory_mode="shared" if shared else "per_sequence", deq_tol=deq_tol)
+        s = EmmaSettings(**SMALL, memory_mode="shared" if shared else "per_sequence", deq_tol=deq_tol,
+                         deq_update=update)
         torch.manual_seed(0)
         model = EmmaModel(s).eval()                      # eval: spectral norm without a power-iteration update
         batch = train_set(s, 0)
@@ -56,6 +59,40 @@ def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, 
             assert torch.allclose(grad, looped[name], atol=1e-9), name
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_contractive_update_reaches_a_fixed_point_and_residual_update_integrates():
+    """Long sequence, many Picard iterations, no early exit: with `contractive` z*_t is a fixed point of the
+    reference-style f (z* = f(z*), f without the z term) and |z*| stays bounded; with `residual` z integrates."""
+    s = EmmaSettings(**{**SMALL, "seq_len": 256}, deq_max_iter=40, deq_tol=0.0)
+    batch = train_set(s, 0)
+    final = {}
+    for update in ("residual", "contractive"):
+        torch.manual_seed(0)
+        model = EmmaModel(s.model_copy(update={"deq_update": update})).eval()
+        b = len(batch.tokens)
+        with torch.no_grad():
+            w = model._weights()
+            x = model.embed(batch.tokens)
+            c = F.linear(x, w["w1x"], w["b1"])
+            zs, _, iters, residual = model._recur(c, c.new_zeros(b, s.hid_dim), model.h0.expand(b, -1), w)
+            norms = zs.norm(dim=-1).mean(0)                                   # mean |z*_t| per position t
+            assert iters == 40 * s.seq_len
+            if update == "contractive":
+                v = x.new_zeros(b, s.mem_dim)
+                for t in (0, 100, s.seq_len - 1):                              # z*_t = f(z*_t; x_t, 0)
+                    assert (deq_update(model, zs[:, t], x[:, t], v) - zs[:, t]).abs().max() < 1e-4
+                assert residual < 1e-4 and norms.max() < 10 and norms[-1] < 2 * norms[10]
+            else:
+                assert residual > 1e-2 and norms[-1] > 10 * norms[10]          # no fixed point: z keeps growing
+        final[update] = float(norms[-1])
+    assert final["residual"] > 20 * final["contractive"]
+
+
+def test_bad_deq_update_names_the_field_and_the_choices():
+    with pytest.raises(TunerInputError, match=r"deq_update.*'residual' or 'contractive'"):
+        validate_settings(EmmaSettings, {"deq_update": "contracting"})
+    assert EmmaSettings().deq_update == "residual"
 
 
 @pytest.mark.parametrize("k_top", [3, 8])                       # top-k inside the bucket, or all of its 8 slots

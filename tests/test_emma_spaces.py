@@ -7,7 +7,7 @@ from tuner.space import load_space, space_files
 from tuner.validation import validate_settings
 
 EMMA_SPACES = {"needle_len256", "needle_len512", "needle_len512_late_gate", "needle_len768_guard", "needle_len1024",
-               "listops_lite_512"}
+               "listops_lite_512", "needle_len256_contractive"}  # the last: a model variant (notes/emma.md)
 
 
 def resolved(name, scale="cpu", which=0):

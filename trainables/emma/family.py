@@ -11,10 +11,11 @@ from tuner.family import Family, RegimeTable, Resources, Session
 
 
 def regime(s: Mapping[str, Any]) -> dict[str, Any]:
-    """Leading columns: task, length, pairs, memory size and mode."""
+    """Leading columns: task, length, pairs, the DEQ update (the seed's residual one or the contractive variant),
+    memory size and mode."""
     name = f"needle L={s['seq_len']}, n_pairs={s['n_pairs']}" if s["task"] == "needle" else f"listops L={s['seq_len']}"
     per_bucket = slots_per_bucket(EmmaSettings.model_construct(**s))
-    return {"Regime": name, "D": s["mem_dim"], "slots": f"{s['memory_slots']} ({per_bucket}/bucket, top-"
+    return {"Regime": name, "DEQ": s["deq_update"], "D": s["mem_dim"], "slots": f"{s['memory_slots']} ({per_bucket}/bucket, top-"
             f"{min(s['memory_k_top'], per_bucket)})", "memory": s["memory_mode"],
             "train/val": f"{s['train_size']}/{s['val_size']}"}
 

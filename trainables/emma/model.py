@@ -30,6 +30,7 @@ from trainables.emma.settings import EmmaSettings, n_classes, vocab_size
 
 EPS = 1e-8
 DEQ_RELAX = 0.5   # r in z_{i+1} = (1 - r) z_i + r f(z_i)
+DEQ_KEEP = {"residual": 1.0, "contractive": 1 - DEQ_RELAX}   # z_{i+1} = keep z_i + r (0.5 W2 tanh(a_i) + 0.5 b2)
 LIQUID_DT = 1.0   # the liquid cell's dt; the update below is written for dt = 1
 TAU_MIN = max(0.1, 1.01 * LIQUID_DT)
 
@@ -153,7 +154,10 @@ class HRRMemory(nn.Module):
 
 
 class DEQUpdater(nn.Module):
-    """f(z; x, v) = z + 0.5 W2 tanh(W1 [z; x; v] + b1) + 0.5 b2, W1 and W2 spectrally normalised (spec §3.2)."""
+    """f(z; x, v) = z + 0.5 W2 tanh(W1 [z; x; v] + b1) + 0.5 b2, W1 and W2 spectrally normalised (spec §3.2).
+
+    `deq_update=contractive` (a model variant, not the seed's): f(z; x, v) = 0.5 W2 tanh(W1 [z; x; v] + b1) + 0.5 b2,
+    Lipschitz in z <= 0.5 ||W2|| ||W1z|| <= 0.5 with spectral norm, so z* = f(z*) exists and is unique."""
 
     def __init__(self, d_h: int, d_x: int, d_v: int, spectral: bool):
         super().__init__()
@@ -188,9 +192,11 @@ class LiquidCell(nn.Module):
 class Recurrence(torch.autograd.Function):
     """The per-token recurrence over a segment as one autograd node, with a hand-written backward.
 
-    Per token t, from z_0 = z*_{t-1}:  a_i = z_i W1z + c_t,  g_i = tanh(a_i),  z_{i+1} = z_i + g_i W2 + b2
-    (W2, b2 pre-scaled by r * 0.5), for up to K iterations (early exit when max|z_{i+1} - z_i| < tol); then
-    h_t = liquid(z*_t, h_{t-1}). The backward is full BPTT through every iteration, exactly what autograd
+    Per token t, from z_0 = z*_{t-1}:  a_i = z_i W1z + c_t,  g_i = tanh(a_i),  z_{i+1} = keep z_i + g_i W2 + b2
+    (W2, b2 pre-scaled by r * 0.5; keep = 1 for the residual update f(z) = z + ..., keep = 1 - r for the
+    contractive f(z) = 0.5 W2 tanh(.) + 0.5 b2), for up to K iterations (early exit when max|z_{i+1} - z_i| < tol,
+    z_{i+1} - z_i = g_i W2 + b2 - (1 - keep) z_i); then h_t = liquid(z*_t, h_{t-1}). The backward is full BPTT
+    through every iteration, dz_i = keep dz_{i+1} + ((dz_{i+1} W2^T) * g_i') W1z^T, exactly what autograd
     would compute (tests compare it with an autograd-only loop), with the weight gradients summed in one
     matmul per weight at the end instead of one autograd node per operation.
 
@@ -200,14 +206,14 @@ class Recurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, c, z, h, w1z, w2, b2, lz, lh, lb, max_iter, tol, on_step):
+    def forward(ctx, c, z, h, w1z, w2, b2, lz, lh, lb, max_iter, tol, on_step, keep=1.0):
         store = any(ctx.needs_input_grad[:9])
         b, n_tok, hidden = c.shape
         d = z.shape[1]
         capacity = n_tok * max_iter if store else 1          # without a backward, one slot is reused
         iterates = z.new_empty(capacity + 1, b, d)              # z_0 of every iteration, then the last output
         gates = c.new_empty(capacity, b, hidden)
-        step = z.new_empty(b, d)
+        step = z.new_empty(b, d)                                 # z_{i+1} - z_i
         zs, hs = z.new_empty(n_tok, b, d), h.new_empty(n_tok + 1, b, d)
         liquid_in = z.new_empty(n_tok, b, 2 * d)                # [pre; tau_arg] of every token
         tanh_pre, tau, h_raw = (z.new_empty(n_tok, b, d) for _ in range(3))
@@ -218,7 +224,9 @@ class Recurrence(torch.autograd.Function):
             for i in range(max_iter):
                 z_in, g = z_at[n], g_at[n]
                 torch.addmm(ct, z_in, w1z, out=g).tanh_()
-                torch.addmm(b2, g, w2, out=step)
+                torch.addmm(b2, g, w2, out=step)                     # g_i W2 + b2 = z_{i+1} - z_i if keep = 1
+                if keep != 1:
+                    step.add_(z_in, alpha=keep - 1)                  # z_{i+1} - z_i = g_i W2 + b2 - (1 - keep) z_i
                 if store:
                     n += 1
                 torch.add(z_in, step, out=z_at[n])
@@ -237,6 +245,7 @@ class Recurrence(torch.autograd.Function):
         stats = torch.tensor([float(sum(counts)), float(torch.linalg.vector_norm(step, ord=math.inf))])
         if store:
             ctx.save_for_backward(w1z, w2, lz, lh)
+            ctx.keep = keep
             ctx.buffers = (iterates[:n], gates[:n], counts, tanh_pre, tau, liquid_in[..., d:], h_raw, hs[:-1], zs)
         ctx.mark_non_differentiable(stats)
         return zs.transpose(0, 1).contiguous(), hs[1:].transpose(0, 1).contiguous(), stats
@@ -255,6 +264,7 @@ class Recurrence(torch.autograd.Function):
         w2t, w1zt, lzt, lht = (w.T.contiguous() for w in (w2, w1z, lz, lh))   # contiguous: 2x faster matmuls
         d_a = gates.new_empty(gates.shape)                                   # d loss / d a_i, every iteration
         d_step = z_in.new_empty(z_in.shape)                                  # d loss / d z_{i+1}, every iteration
+        keep = ctx.keep                                                      # z_{i+1} = keep z_i + g_i W2 + b2
         _, b, d = tanh_pre.shape
         d_liq = tanh_pre.new_empty(n_tok, b, 2 * d)                          # d loss / d [pre; tau_arg], every token
         dz_next, dh_next = torch.zeros_like(d_zs_t[0]), torch.zeros_like(d_hs_t[0])
@@ -270,10 +280,10 @@ class Recurrence(torch.autograd.Function):
             dh_next = torch.addmm(dh * h_grad[t], dl, lht)
             for j in range(k - 1, first - 1, -1):
                 torch.mm(ds_at[j], w2t, out=da_at[j]).mul_(gg_at[j])
-                if j > first:
-                    torch.addmm(ds_at[j], da_at[j], w1zt, out=ds_at[j - 1])
-                else:
-                    dz_next = torch.addmm(ds_at[j], da_at[j], w1zt)
+                if j > first:                                                # dz_j = keep dz_{j+1} + da_j W1z^T
+                    torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep, out=ds_at[j - 1])
+                else:                                                        # z_0 of token t = z*_{t-1}
+                    dz_next = torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep)
             k = first
         d_a_all, d_step_all, d_liq_all = d_a.flatten(0, 1), d_step.flatten(0, 1), d_liq.flatten(0, 1)
         d_c = None
@@ -285,7 +295,7 @@ class Recurrence(torch.autograd.Function):
         d_lz = zs.flatten(0, 1).T @ d_liq_all
         d_lh = h_prev.flatten(0, 1).T @ d_liq_all
         return (d_c, dz_next, dh_next, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
-                None, None, None)
+                None, None, None, None)
 
 
 @dataclass
@@ -329,6 +339,7 @@ class EmmaModel(nn.Module):
                                 s.write_norm_clip, s.bucket_temp)
         self.s = s
         self.deq_max_iter = s.deq_max_iter   # lowered by the evaluation cap (quirk §7.7)
+        self.deq_keep = DEQ_KEEP[s.deq_update]   # z_{i+1} = keep z_i + r (0.5 W2 tanh(a_i) + 0.5 b2)
 
     # ---- optimiser ---------------------------------------------------------------------------
     def configure_optimizers(self, s: EmmaSettings) -> torch.optim.AdamW:
@@ -377,7 +388,7 @@ class EmmaModel(nn.Module):
         w1, w2 = self.deq.lin1.weight, self.deq.lin2.weight
         dh, dx = self.deq.d_h, self.deq.d_x
         wz, wh, bias = self.liquid.fused()
-        step = DEQ_RELAX * 0.5   # z + r (f(z) - z) = z + r (0.5 W2 tanh(.) + 0.5 b2)
+        step = DEQ_RELAX * 0.5   # (1 - r) z + r f(z) = keep z + r (0.5 W2 tanh(.) + 0.5 b2), keep = DEQ_KEEP
         return {"w1z": w1[:, :dh].T.contiguous(), "w1x": w1[:, dh:dh + dx], "w1v": w1[:, dh + dx:],
                 "b1": self.deq.lin1.bias, "w2": (step * w2.T).contiguous(), "b2": step * self.deq.lin2.bias,
                 "lz": wz.contiguous(), "lh": wh.contiguous(), "lb": bias}
@@ -389,7 +400,7 @@ class EmmaModel(nn.Module):
 
         Returns z*_t and h_t (B, T, d_h), the number of Picard iterations and the last max-abs step."""
         zs, hs, stats = Recurrence.apply(c, z, h, w["w1z"], w["w2"], w["b2"], w["lz"], w["lh"], w["lb"],
-                                         self.deq_max_iter, self.s.deq_tol, on_step)
+                                         self.deq_max_iter, self.s.deq_tol, on_step, self.deq_keep)
         return zs, hs, int(stats[0]), float(stats[1])
 
     # ---- Needle ------------------------------------------------------------------------------

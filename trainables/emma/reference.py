@@ -56,9 +56,11 @@ def item_read(model: EmmaModel, memory: torch.Tensor, k: torch.Tensor) -> torch.
 
 
 def deq_update(model: EmmaModel, z: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """f(z; x, v) = z + 0.5 W2 tanh(W1 [z; x; v] + b1) + 0.5 b2 through the (spectrally normalised) modules."""
+    """f(z; x, v) = z + 0.5 W2 tanh(W1 [z; x; v] + b1) + 0.5 b2 (`deq_update=residual`), or without the z term
+    (`contractive`), through the (spectrally normalised) modules."""
     lin1, lin2 = model.deq.lin1, model.deq.lin2
-    return z + 0.5 * F.linear(torch.tanh(lin1(torch.cat([z, x, v], dim=-1))), lin2.weight) + 0.5 * lin2.bias
+    z_term = z if model.s.deq_update == "residual" else torch.zeros_like(z)
+    return z_term + 0.5 * F.linear(torch.tanh(lin1(torch.cat([z, x, v], dim=-1))), lin2.weight) + 0.5 * lin2.bias
 
 
 def liquid(model: EmmaModel, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,11 @@ class EmmaSettings(BaseModel):
     emb_dim: int = Field(64, ge=1, description="token embedding size d_x")
     hid_dim: int = Field(128, ge=1, description="DEQ state and liquid-cell size d_h")
     mem_dim: int = Field(256, ge=2, description="HRR vector size D (even)")
+    deq_update: Literal["residual", "contractive"] = Field(
+        "residual", description="residual: f(z) = z + 0.5 W2 tanh(W1 [z; x; v] + b1) + 0.5 b2 (the seed's update: "
+                                "no contraction, z integrates over the sequence); contractive: f(z) = 0.5 W2 "
+                                "tanh(W1 [z; x; v] + b1) + 0.5 b2, a contraction (Lipschitz <= 0.5 with spectral "
+                                "norm) with a real fixed point (a model variant, not the seed's)")
     deq_max_iter: int = Field(6, ge=1, description="Picard iterations per token (the solver never meets tol)")
     deq_tol: float = Field(1e-4, ge=0, description="stop when max|z_{i+1} - z_i| < tol (0: never stop early)")
     eval_deq_max_iter: int = Field(5, ge=1, description="DEQ cap during evaluation (reference: 5)")
