@@ -46,6 +46,17 @@ def seed_table(path: Path) -> pd.DataFrame:
     return table.apply(lambda col: col.str.strip())
 
 
+def to_target(own: pd.DataFrame, metric: str, target: float) -> tuple[int | None, float | None]:
+    """Trials (in start order) up to the first whose final `metric` reaches `target`, and their run minutes;
+    (None, None) when none did."""
+    values = pd.to_numeric(own[f"metric.{metric}"], errors="coerce")
+    minutes = pd.to_numeric(own["minutes"], errors="coerce").fillna(0.0)
+    hit = (values >= target).to_numpy().nonzero()[0]
+    if not len(hit):
+        return None, None
+    return int(hit[0]) + 1, float(minutes.iloc[:hit[0] + 1].sum())
+
+
 def compare(trials: pd.DataFrame, seed: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One row per sweep of `trials`: block, space, seed best, our best, trials and trial-minutes to 99%."""
     rows = []
@@ -54,15 +65,13 @@ def compare(trials: pd.DataFrame, seed: pd.DataFrame, metric: str) -> pd.DataFra
         block = space.source.block
         match = seed[seed["Block"] == str(block)]
         seed_best = float(match["Best R²"].iloc[0]) if len(match) else float("nan")
-        values = pd.to_numeric(own[f"metric.{metric}"], errors="coerce")
-        minutes = pd.to_numeric(own["minutes"], errors="coerce").fillna(0.0)
-        reached = (values >= SHARE * seed_best).to_numpy().nonzero()[0]
-        first = int(reached[0]) if len(reached) else None
-        rows.append({"Block": block, "Space": space.name, "Seed best": seed_best, "Our best": values.max(),
-                     "Ours / seed": values.max() / seed_best, "Trials": len(own),
-                     "Trial-min": round(float(minutes.sum()), 2),
-                     "Trials to 99%": "-" if first is None else first + 1,
-                     "Trial-min to 99%": "-" if first is None else round(float(minutes.iloc[:first + 1].sum()), 2)})
+        best = pd.to_numeric(own[f"metric.{metric}"], errors="coerce").max()
+        trials, minutes = to_target(own, metric, SHARE * seed_best)
+        rows.append({"Block": block, "Space": space.name, "Seed best": seed_best, "Our best": best,
+                     "Ours / seed": best / seed_best, "Trials": len(own),
+                     "Trial-min": round(float(pd.to_numeric(own["minutes"], errors="coerce").sum()), 2),
+                     "Trials to 99%": "-" if trials is None else trials,
+                     "Trial-min to 99%": "-" if minutes is None else round(minutes, 2)})
     return pd.DataFrame(rows).sort_values("Block", key=lambda s: s.astype(float)).reset_index(drop=True)
 
 

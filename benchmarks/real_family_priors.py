@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from campaign_vs_seed import SHARE, seed_table  # noqa: E402
+from campaign_vs_seed import SHARE, seed_table, to_target  # noqa: E402
 
 from tuner.family import get_family  # noqa: E402
 from tuner.space import load_space  # noqa: E402
@@ -103,14 +103,11 @@ def per_sweep(trials: pd.DataFrame, goal: dict[str, float], metric: str, args: a
                 own = trials[trials["sweep"] == sweep_name(space, method, seed)]
                 if own.empty:
                     continue
-                values = pd.to_numeric(own[f"metric.{metric}"], errors="coerce")
-                minutes = pd.to_numeric(own["minutes"], errors="coerce").fillna(0.0)
-                hit = (values >= goal[space]).to_numpy().nonzero()[0]
-                first = int(hit[0]) if len(hit) else None
+                needed, minutes = to_target(own, metric, goal[space])
                 rows.append({"space": space, "method": method, "seed": seed, "trials": len(own),
-                             "best": values.max(), "trial_min": float(minutes.sum()),
-                             "to_target": None if first is None else first + 1,
-                             "min_to_target": None if first is None else float(minutes.iloc[:first + 1].sum())})
+                             "best": pd.to_numeric(own[f"metric.{metric}"], errors="coerce").max(),
+                             "trial_min": float(pd.to_numeric(own["minutes"], errors="coerce").sum()),
+                             "to_target": needed, "min_to_target": minutes})
     return pd.DataFrame(rows)
 
 
