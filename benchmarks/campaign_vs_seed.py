@@ -22,9 +22,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tuner.family import get_family  # noqa: E402
-from tuner.space import load_space  # noqa: E402
-from tuner.tracking import family_trials  # noqa: E402
+from tuner.family import get_family
+from tuner.space import load_space
+from tuner.tracking import family_trials
 
 SHARE = 0.99
 

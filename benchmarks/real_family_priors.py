@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from campaign_vs_seed import SHARE, seed_table, to_target  # noqa: E402
+from campaign_vs_seed import SHARE, seed_table, to_target
 
-from tuner.family import get_family  # noqa: E402
-from tuner.space import load_space  # noqa: E402
-from tuner.tracking import family_trials  # noqa: E402
+from tuner.family import get_family
+from tuner.space import load_space
+from tuner.tracking import family_trials
 
 METHOD_FLAGS = {"priors": [], "no-priors": ["--no-priors"], "random": ["--searcher", "random", "--no-priors"],
                 "tree": ["--searcher", "tree"]}
@@ -73,7 +73,8 @@ def run_sweeps(args: argparse.Namespace, tracking_uri: str, family: str) -> None
                 log = args.results.parent / "logs" / f"{name}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with log.open("w") as out:
-                    code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+                    code = subprocess.run(cmd, check=False, cwd=ROOT, env=env, stdout=out,
+                                          stderr=subprocess.STDOUT).returncode
                 print(f"  exit {code} ({log})", flush=True)
 
 
