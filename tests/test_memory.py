@@ -4,15 +4,21 @@ data draws, and the same bytes for the same runs in any order."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import sqlite3
 from pathlib import Path
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from tuner.cli import main as cli
-from tuner.memory import Range, bound_optima, draw_spreads, memory_markdown, open_questions
+from tuner.memory import (
+    Range,
+    bound_optima,
+    draw_spreads,
+    memory_markdown,
+    open_questions,
+)
 from tuner.principles import Verdict
 
 METRIC, MODE = "connectivity_R2", "max"
@@ -120,26 +126,44 @@ def test_no_sweep_yet_still_lists_the_untested_claims() -> None:
 
 
 # ---- golden file: the whole path from a fixed MLflow store ----------------------------------------------
-GOLDEN_STORE = Path(__file__).parent / "data" / "memory_store"  # mlflow.db and the sweeps' regime_row.json
+GOLDEN_RUNS = Path(__file__).parent / "data" / "memory_runs.json"  # the store's runs: tags, params, metrics, times
 GOLDEN_MEMORY = Path(__file__).parent / "data" / "signal_memory.md"
-STORE_PLACEHOLDER = "file:///MEMORY_STORE/"  # the stored runs' artifact URIs start with this, not a machine's path
+
+
+def fixed_store(path: Path) -> str:
+    """A sqlite MLflow store holding exactly the runs of GOLDEN_RUNS (their run ids remapped), with the sweeps'
+    regime_row.json artifacts; its URI."""
+    from mlflow.entities import Metric, Param
+
+    spec = json.loads(GOLDEN_RUNS.read_text())
+    uri = f"sqlite:///{path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment(spec["experiment"], (path / "artifacts").as_uri())
+    new_id: dict[str, str] = {}
+    for run in spec["runs"]:  # oldest first: a parent exists before its children
+        tags = dict(run["tags"])
+        if "mlflow.parentRunId" in tags:
+            tags["mlflow.parentRunId"] = new_id[tags["mlflow.parentRunId"]]
+        created = client.create_run(experiment, start_time=run["start_time"], tags=tags, run_name=run["name"])
+        run_id = new_id[run["id"]] = created.info.run_id
+        client.log_batch(run_id, params=[Param(k, v) for k, v in run["params"].items()],
+                         metrics=[Metric(k, value, stamp, step) for k, history in run["metrics"].items()
+                                  for step, stamp, value in history])
+        for name, payload in run["artifacts"].items():
+            client.log_dict(run_id, payload, name)
+        client.set_terminated(run_id, run["status"], end_time=run["end_time"])
+    return uri
 
 
 def test_memory_from_a_fixed_mlflow_store_matches_the_golden_file(tmp_path: Path) -> None:
-    """`python -m tuner memory --family signal` on a stored two-regime smoke campaign writes the golden bytes.
+    """`python -m tuner memory --family signal` on a fixed two-regime smoke campaign writes the golden bytes.
 
-    The store is the mlflow.db (and regime_row.json artifacts) written by `TUNER_RESULTS=/tmp/golden/results
-    python -m tuner campaign --family signal --scale smoke --spaces chaotic_10k,chaotic_dale_10k --samples 3 --seed 0
-    --name golden`, with the artifact URIs' folder replaced by STORE_PLACEHOLDER. After a deliberate change to the
-    memory's format or to the signal spaces' claims, rewrite the golden file with TUNER_UPDATE_GOLDEN=1 and review
-    the diff."""
-    store = tmp_path / "store"
-    shutil.copytree(GOLDEN_STORE, store)  # MLflow may write to what it opens; the committed store stays as is
-    with sqlite3.connect(store / "mlflow.db") as db:
-        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (STORE_PLACEHOLDER, store.as_uri() + "/"))
+    GOLDEN_RUNS holds the runs (tags, params, metric histories, times, regime_row.json) that `python -m tuner
+    campaign --family signal --scale smoke --spaces chaotic_10k,chaotic_dale_10k --samples 3 --seed 0 --name golden`
+    logged, exported from its store; no MLflow database is kept in git. After a deliberate change to the memory's
+    format or to the signal spaces' claims, rewrite the golden file with TUNER_UPDATE_GOLDEN=1 and review the diff."""
     out = tmp_path / "memory.md"
-    assert cli(["memory", "--family", "signal", "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}",
-                "--out", str(out)]) == 0
+    assert cli(["memory", "--family", "signal", "--tracking-uri", fixed_store(tmp_path), "--out", str(out)]) == 0
     written = out.read_text()
     if os.environ.get("TUNER_UPDATE_GOLDEN"):
         GOLDEN_MEMORY.write_text(written)
