@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from tuner.outcome import is_diverged
 from tuner.space import SearchSpace
-from tuner.storage import back_up_state, low_space_reason
+from tuner.storage import back_up_state, hold_reserve, low_space_reason, release_reserve
 from tuner.validation import SCHEDULERS
 
 
@@ -34,11 +34,13 @@ class NonFiniteStopper(Stopper):
 
 
 class StorageGuard(Callback):
-    """Keeps a sweep resumable when its disk fills: every `every_s` seconds of the Tune loop (and whenever a trial
-    errors) it keeps a complete copy of Ray's state files (`storage.back_up_state`; Ray rewrites them in place,
-    so a full disk can truncate them) and, once a folder the sweep writes to runs low on space, stops the whole
-    sweep with Ray's own stop signal (SIGUSR1, handled by Tune as it handles Ctrl-C: trials keep their
-    checkpoints, the experiment stays resumable)."""
+    """Keeps a sweep resumable when its disk fills: at every step of the Tune loop it keeps a complete copy of
+    the newest save of Ray's state files (`storage.back_up_state`: a few stats when nothing changed; Ray rewrites
+    them in place, so a full disk can truncate them), and every `every_s` seconds (and whenever a trial errors)
+    it checks free space: once a folder the sweep writes to runs low, it gives back the space it held
+    (`storage.hold_reserve`, for Ray's final save and the stores' last writes when another program took every
+    byte) and stops the whole sweep with Ray's own stop signal (SIGUSR1, handled by Tune as it handles Ctrl-C:
+    trials keep their checkpoints, the experiment stays resumable)."""
 
     def __init__(self, folders: Sequence[Path], experiment: Path | None, every_s: float = 5.0):
         self.folders = list(folders)
@@ -46,23 +48,34 @@ class StorageGuard(Callback):
         self.every_s = every_s
         self._next_check = 0.0
         self.reason: str | None = None
+        self._reserve_tried = False
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        # every step, not every few seconds: a disk that fills right after Ray's first save must find it kept
+        if self.experiment is not None and self.experiment.is_dir():
+            if not self._reserve_tried:
+                self._reserve_tried = True
+                hold_reserve(self.experiment)
+            back_up_state(self.experiment)
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.every_s
-            self._check()
+            self._check_space()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._check()
+        self._check_space()
 
-    def _check(self) -> None:
-        if self.experiment is not None and self.experiment.is_dir():
-            back_up_state(self.experiment)
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.experiment is not None:
+            release_reserve(self.experiment)
+
+    def _check_space(self) -> None:
         if self.reason is not None:
             return
         self.reason = next((r for r in map(low_space_reason, self.folders) if r), None)
         if self.reason is None:
             return
+        if self.experiment is not None:
+            release_reserve(self.experiment)
         if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's handler (installed when fit runs in the main thread)
             print(f"stopping the sweep: {self.reason}", flush=True)
             os.kill(os.getpid(), signal.SIGUSR1)

@@ -85,6 +85,8 @@ RAY_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "sea
                       "callback-states-*.pkl")
 STATE_BACKUP = ".restorable"  # <experiment>/.restorable/<mtime_ns>/: the last complete, consistent set of them
 ONE_SAVE_NS = 1_000_000_000  # files of one save are written within this of each other
+SPACE_RESERVE = "reserve"  # <experiment>/.restorable/reserve: disk space held back for the sweep's last writes
+RESERVE_BYTES = 8 * 2**20
 
 
 def _complete(path: Path) -> bool:
@@ -135,6 +137,26 @@ def back_up_state(experiment: Path) -> None:
     except OSError:  # no space for the copy: the previous set stays
         pass
     shutil.rmtree(fresh, ignore_errors=True)
+
+
+def hold_reserve(experiment: Path) -> None:
+    """Hold RESERVE_BYTES of the experiment's disk (allocated blocks, not a sparse file) until `release_reserve`:
+    a disk filled to the last byte by another program then still has room for Ray's final save of its state
+    and the stores' last writes when the sweep stops. Nothing is held where there is no room for it."""
+    reserve = experiment / STATE_BACKUP / SPACE_RESERVE
+    if reserve.exists():
+        return
+    try:
+        reserve.parent.mkdir(parents=True, exist_ok=True)
+        with open(reserve, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+    except OSError:
+        reserve.unlink(missing_ok=True)
+
+
+def release_reserve(experiment: Path) -> None:
+    """Give back the space `hold_reserve` held."""
+    (experiment / STATE_BACKUP / SPACE_RESERVE).unlink(missing_ok=True)
 
 
 def repair_state(experiment: Path) -> tuple[list[str], list[str]]:
