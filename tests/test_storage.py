@@ -8,7 +8,13 @@ import pickle
 from pathlib import Path
 
 from tuner.schedule import StorageGuard
-from tuner.storage import RESERVE_BYTES, SPACE_RESERVE, STATE_BACKUP, back_up_state, repair_state
+from tuner.storage import (
+    RESERVE_BYTES,
+    SPACE_RESERVE,
+    STATE_BACKUP,
+    back_up_state,
+    repair_state,
+)
 
 
 def _save(experiment: Path, n: int, truncate: bool = False) -> None:
