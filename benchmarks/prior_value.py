@@ -45,15 +45,13 @@ import optuna
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from samplers_synthetic import regret_curve
+from samplers_synthetic import CHECKPOINTS, SPACES, add_study_arguments, regret_curve
 
 from trainables.hartmann.functions import SOLVED_REGRET
 from tuner.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACES = [f"hartmann{d}_{prior}" for d in (3, 6) for prior in ("good", "medium", "bad")]
 METHODS = ["adaptive", "fixed", "tpe", "random", "tree"]
-CHECKPOINTS = (10, 25, 50)
 
 
 def _curve(job: tuple[str, str, int, int]) -> np.ndarray:
@@ -192,10 +190,7 @@ def plot(results: dict[tuple[str, str], np.ndarray], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--budget", type=int, default=100)
-    parser.add_argument("--spaces", nargs="*", default=SPACES)
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    add_study_arguments(parser, METHODS)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--neps-python", help="a Python with neural-pipeline-search installed; none: no PriorBand")
     parser.add_argument("--priorband-seeds", type=int, default=10)

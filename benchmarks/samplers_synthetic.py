@@ -61,12 +61,17 @@ def regret_curve(space: SearchSpace, method: str, seed: int, budget: int) -> np.
     return np.minimum.accumulate(values)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_study_arguments(parser: argparse.ArgumentParser, methods: list[str]) -> None:
+    """The options both Hartmann benchmarks take: seeds, budget, spaces, methods."""
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--spaces", nargs="*", default=SPACES)
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--methods", nargs="*", default=methods)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_study_arguments(parser, METHODS)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     checkpoints = [c for c in CHECKPOINTS if c < args.budget] + [args.budget]
