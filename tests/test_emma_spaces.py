@@ -7,7 +7,8 @@ from tuner.space import load_space, space_files
 from tuner.validation import validate_settings
 
 EMMA_SPACES = {"needle_len256", "needle_len512", "needle_len512_late_gate", "needle_len768_guard", "needle_len1024",
-               "listops_lite_512", "needle_len256_contractive"}  # the last: a model variant (notes/emma.md)
+               "listops_lite_512", "needle_len256_contractive", "needle_len512_contractive"}  # the last two: a
+# model variant (notes/emma.md)
 
 
 def resolved(name, scale="cpu", which=0):
@@ -48,3 +49,17 @@ def test_smoke_scale_runs(name):
     session = Session()
     get_family("emma").run(resolved(name, "smoke"), session)
     assert len(session.history) == 1 and session.history[0]["diverged"] == 0.0
+
+
+def test_len512_contractive_warm_start_is_the_measured_run():
+    """The space's warm start is exactly the run notes/emma.md measured: needle_len512's logged best with the
+    honest-from-start recipe and the contractive update (benchmarks/emma_parity.py ... --set ...)."""
+    family = get_family("emma")
+    base = load_space("needle_len512")
+    measured = base.resolve(base.base_settings("cpu"), base.warm_starts[0].params, family) | {
+        "epochs": 8, "warm_start_epochs": 0, "oracle_mix_ramp_epochs": 0, "oracle_mix_min": 0.0,
+        "nce_lambda_max": 0.0, "nce_gate_oracle_hold": 0, "nce_scope": "prototype", "nce_open_loop_start": 1.0,
+        "nce_open_loop_end": 1.0, "lambda_write": 0.2, "deq_update": "contractive"}
+    space = resolved("needle_len512_contractive")
+    measured["n_reports"] = space.n_reports  # how often a sweep reports (the parity run reported every epoch)
+    assert space == validate_settings(family.settings, measured)
