@@ -212,3 +212,30 @@ def test_ray_private_fields_are_where_truthful_search_reads_them() -> None:
     for name in TruthfulOptunaSearch.RAY_PRIVATE_FIELDS:
         assert hasattr(search, name), name
     assert isinstance(search._ot_study, optuna.Study)
+
+
+def test_ends_told_after_the_last_save_are_kept_for_the_rerun(tmp_path) -> None:
+    """A killed driver: the study (a database) took trial ends after the searcher's last save. The restored
+    searcher counts them as told and keeps how they ended, for the scheduler to end Ray's reruns the same way."""
+    from tuner.search import study_storage
+
+    space = load_space("chaotic_10k")
+
+    def searcher() -> TruthfulOptunaSearch:
+        return TruthfulOptunaSearch(space=distributions(space), metric="connectivity_R2", mode="max", max_t=4,
+                                    sampler=make_sampler(space, "tpe", priors=True, seed=0),
+                                    storage=study_storage(f"sqlite:///{tmp_path / 'optuna.db'}"), study_name="s")
+
+    before = searcher()
+    for tid in ("pruned", "done", "running"):
+        before.suggest(tid)
+    before.save(str(tmp_path / "searcher.pkl"))  # Ray's last save
+    for step in (1, 2):
+        before.on_trial_result("pruned", {"connectivity_R2": 0.1 * step, "training_iteration": step})
+    before.on_trial_complete("pruned", {"connectivity_R2": 0.2, "training_iteration": 2})
+    before.on_trial_complete("done", {"connectivity_R2": 0.9, "training_iteration": 4})
+
+    after = searcher()
+    after.restore(str(tmp_path / "searcher.pkl"))
+    assert after.ended_after_save == {"pruned": ("PRUNED", 2), "done": ("COMPLETE", None)}
+    assert after.told == {"pruned": "PRUNED", "done": "COMPLETE"}

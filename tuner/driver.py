@@ -89,7 +89,6 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
     metric, mode, max_t = family.metric, family.mode, plan.max_reports
     objectives = space.objectives_of(family)
     scheduler = make_scheduler(plan.scheduler, space, metric, mode, max_t)
-    kept = [SchedulerState(scheduler)] if isinstance(scheduler, ResumableASHA) else []  # rungs saved with Ray's state
     if space.params:
         many = len(objectives) > 1
         search_alg = TruthfulOptunaSearch(
@@ -101,6 +100,8 @@ def _tuner_from_plan(plan: SweepPlan, ids: TrackingIds) -> tune.Tuner:
             points_to_evaluate=[dict(w.params) for w in space.warm_starts][:plan.samples] or None)
     else:
         search_alg = None  # everything pinned: repeat the one configuration
+    # rungs saved with Ray's state
+    kept = [SchedulerState(scheduler, search_alg)] if isinstance(scheduler, ResumableASHA) else []
     return tune.Tuner(
         _trainable(plan),
         tune_config=tune.TuneConfig(

@@ -90,12 +90,15 @@ class ResumableASHA(ASHAScheduler):
     restored sweep would start with empty rungs and judge resumed trials against the few values recorded
     after the restart. `state()` (rungs as [milestone, {trial: value}] in the order the values came, and the
     trials it stopped) is saved with Ray's experiment state by `SchedulerState`, and loaded back on resume. A
-    trial it had stopped, resumed from an older checkpoint, is stopped again.
+    trial it had stopped, resumed from an older checkpoint, is stopped again. A trial whose end the searcher told
+    the study after Ray's last save (`ended`, from `TruthfulOptunaSearch.ended_after_save`; a killed driver)
+    ends the same way when Ray reruns it: PRUNED at the report it was stopped at, COMPLETE after every report.
     """
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.stopped: set[str] = set()
+        self.ended: dict[str, tuple[str, int | None]] = {}
 
     def state(self) -> dict[str, Any]:
         return {"rungs": [[[milestone, dict(recorded)] for milestone, recorded in bracket._rungs]
@@ -112,7 +115,13 @@ class ResumableASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if trial.trial_id in self.stopped:  # decided before a restart; resumed from an older checkpoint
             return TrialScheduler.STOP
-        action = super().on_trial_result(tune_controller, trial, result)
+        state, last_step = self.ended.get(trial.trial_id, (None, None))
+        if state == "PRUNED" and result.get(self._time_attr, 0) >= (last_step or 0):
+            self.stopped.add(trial.trial_id)
+            return TrialScheduler.STOP
+        action = super().on_trial_result(tune_controller, trial, result)  # records the value in its rung
+        if state in ("PRUNED", "COMPLETE"):  # the study has its end: the rerun runs to it
+            return TrialScheduler.CONTINUE
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.stopped.add(trial.trial_id)
         return action
@@ -124,17 +133,20 @@ class ResumableASHA(ASHAScheduler):
 
 class SchedulerState(Callback):
     """Saves a `ResumableASHA`'s state with Ray's experiment state (so rungs and trial states are stored at
-    the same moment) and loads it back when the experiment is restored. Both live in the Tuner's pickle,
-    which keeps this callback's reference to the very scheduler Ray restores."""
+    the same moment) and loads it back when the experiment is restored, with the ends the searcher found told
+    after Ray's last save (Ray restores the searcher first). Scheduler, searcher and this callback live in the
+    Tuner's pickle, which keeps this callback's references to the very objects Ray restores."""
 
-    def __init__(self, scheduler: ResumableASHA):
+    def __init__(self, scheduler: ResumableASHA, searcher: Any = None):
         self.scheduler = scheduler
+        self.searcher = searcher  # a TruthfulOptunaSearch, or None (nothing searched)
 
     def get_state(self) -> dict[str, Any]:
         return self.scheduler.state()
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.load(state)
+        self.scheduler.ended = dict(getattr(self.searcher, "ended_after_save", {}))
 
 
 def make_scheduler(kind: str, space: SearchSpace, metric: str, mode: str, max_t: int) -> TrialScheduler:

@@ -120,6 +120,8 @@ class TruthfulOptunaSearch(OptunaSearch):
         self.told: dict[str, str] = {}  # trial_id -> Optuna state name, for inspection
         # ends the study's database could not take (its disk was full): told again at the next chance
         self.untold: dict[str, tuple[Any, str, dict[str, float]]] = {}
+        # trials whose end the study took after Ray's last save (state name, last step): Ray reruns them
+        self.ended_after_save: dict[str, tuple[str, int | None]] = {}
 
     @property
     def objectives(self) -> list[str]:
@@ -134,16 +136,19 @@ class TruthfulOptunaSearch(OptunaSearch):
     def restore(self, checkpoint_path: str) -> None:
         """Ray's restore of a killed driver's searcher, then reconcile it with the study's database, which went on
         after the searcher's last save: a trial the database already has told (it ended after that save) counts
-        as told — Ray re-runs it from its checkpoint, and Optuna cannot reopen it —, and study trials the saved
+        as told and is kept in `ended_after_save` — Ray re-runs it from an older checkpoint, Optuna cannot reopen it,
+        so `ResumableASHA` ends the rerun as it ended (`SchedulerState` hands it over) —, and study trials the saved
         searcher never heard of (asked after its last save; Ray asks for their configurations again) are told
         FAIL and listed in the study's user attribute `lost_with_driver`, so that none stays RUNNING."""
         super().restore(checkpoint_path)
+        self.ended_after_save = getattr(self, "ended_after_save", {})  # a state saved before this field existed
         by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
         for trial_id, ot_trial in self._ot_trials.items():
             stored = by_number.get(ot_trial.number)
             if trial_id not in self._completed_trials and stored is not None and stored.state.is_finished():
                 self._completed_trials.add(trial_id)
                 self.told[trial_id] = stored.state.name
+                self.ended_after_save[trial_id] = (stored.state.name, stored.last_step)
         known = {t.number for t in self._ot_trials.values()}
         lost = [n for n, t in by_number.items() if t.state == TrialState.RUNNING and n not in known]
         for number in lost:
