@@ -60,12 +60,12 @@ def test_the_guard_keeps_each_save_at_the_next_step_of_the_tune_loop(tmp_path: P
     assert json.loads((tmp_path / "experiment_state-s.json").read_text()) == {"trials": 1}
 
 
-def test_the_reserve_is_held_from_the_first_step_and_given_back_when_space_runs_low(tmp_path: Path,
-                                                                                     monkeypatch) -> None:
+def test_the_reserve_is_held_from_the_start_and_given_back_when_space_runs_low(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
     """Another program taking every byte of the disk leaves the sweep the space it held for its last writes."""
     reserve = tmp_path / STATE_BACKUP / SPACE_RESERVE
     guard = StorageGuard([tmp_path], tmp_path, every_s=0)
-    guard.on_step_begin(0, [])
+    guard.setup()
     assert reserve.stat().st_blocks * 512 >= RESERVE_BYTES  # allocated, not a sparse promise
     monkeypatch.setenv("TUNER_MIN_FREE_MB", str(2**40))  # "the disk is full"
     guard.on_step_begin(1, [])
@@ -76,7 +76,7 @@ def test_the_reserve_is_held_from_the_first_step_and_given_back_when_space_runs_
 
 def test_a_finished_experiment_leaves_no_reserve(tmp_path: Path) -> None:
     guard = StorageGuard([tmp_path], tmp_path, every_s=3600)
-    guard.on_step_begin(0, [])
+    guard.setup()
     assert (tmp_path / STATE_BACKUP / SPACE_RESERVE).exists()
     guard.on_experiment_end([])
     assert not (tmp_path / STATE_BACKUP / SPACE_RESERVE).exists()

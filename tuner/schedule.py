@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
 from ray.tune import Callback, Stopper
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
@@ -48,14 +49,14 @@ class StorageGuard(Callback):
         self.every_s = every_s
         self._next_check = 0.0
         self.reason: str | None = None
-        self._reserve_tried = False
+
+    def setup(self, **info: Any) -> None:
+        if self.experiment is not None:
+            hold_reserve(self.experiment)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         # every step, not every few seconds: a disk that fills right after Ray's first save must find it kept
         if self.experiment is not None and self.experiment.is_dir():
-            if not self._reserve_tried:
-                self._reserve_tried = True
-                hold_reserve(self.experiment)
             back_up_state(self.experiment)
         if time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + self.every_s
@@ -116,11 +117,11 @@ class ResumableASHA(ASHAScheduler):
         if trial.trial_id in self.stopped:  # decided before a restart; resumed from an older checkpoint
             return TrialScheduler.STOP
         state, last_step = self.ended.get(trial.trial_id, (None, None))
-        if state == "PRUNED" and result.get(self._time_attr, 0) >= (last_step or 0):
+        if state == TrialState.PRUNED.name and result.get(self._time_attr, 0) >= (last_step or 0):
             self.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
         action = super().on_trial_result(tune_controller, trial, result)  # records the value in its rung
-        if state in ("PRUNED", "COMPLETE"):  # the study has its end: the rerun runs to it
+        if state in (TrialState.PRUNED.name, TrialState.COMPLETE.name):  # the study has its end: the rerun runs to it
             return TrialScheduler.CONTINUE
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
             self.stopped.add(trial.trial_id)
