@@ -5,7 +5,8 @@ full Ray path (issue 14, point 4).
     OMP_NUM_THREADS=1 python benchmarks/prior_value.py [--seeds 20] [--budget 100] [--jobs 2]
         [--neps-python /work/neps-venv/bin/python --priorband-seeds 10 --priorband-budget 50
          --priorband-spaces hartmann3_good ...]
-        [--ray-spaces hartmann3_good hartmann3_bad --ray-seeds 3] [--out notes/prior_value] [--cache DIR]
+        [--ray-spaces hartmann3_good hartmann3_bad --ray-seeds 3]
+        [--asha-spaces hartmann3_good ... --asha-seeds 10 --asha-samples 200] [--out notes/prior_value] [--cache DIR]
 
 In-process part: each method draws from an Optuna study and is told the full-fidelity regret at once (no Ray,
 no pruning, one trial at a time), as `benchmarks/samplers_synthetic.py` does. Methods: `adaptive` (the default
@@ -23,6 +24,11 @@ reuses those already there with the asked seeds and budget: a rerun only compute
 Ray part: `python -m tuner sweep --space S --scale cpu --seed k --scheduler none` (cpu scale: 50 trials of 9
 reports, the default searcher and prior rule, parallel trials), regret = each trial's full-fidelity
 `regret_full`, in trial order from `trials.parquet`.
+
+ASHA part (the fair comparison with PriorBand): `python -m tuner sweep --space S --scale full --seed k --samples N`
+with the space's ASHA (rungs 1, 3, 9, 27 reports), for the default rule and for plain TPE (`--no-priors`); a
+trial that ran r of the 27 reports costs r / 27 full evaluations and observed the regret of its last report, at
+fidelity r / 27 — PriorBand's accounting. The curves end at the PriorBand budget.
 
 Prints the tables (evaluations to regret <= 0.1: median, IQR and seeds solved; median regret after 10 / 25 / 50
 evaluations) and writes `<out>.md` and `<out>.png` (median and IQR band of the best regret vs evaluations).
@@ -137,6 +143,46 @@ def ray_sweeps(spaces: list[str], seeds: int, cache: Path) -> dict[tuple[str, st
     return out
 
 
+ASHA_METHODS = {"adaptive (Ray, ASHA)": [], "tpe (Ray, ASHA)": ["--no-priors"]}
+
+
+def asha_sweeps(spaces: list[str], seeds: int, samples: int, budget: int, cache: Path
+                ) -> dict[tuple[str, str], np.ndarray]:
+    """Best observed regret at costs 1..budget (full evaluations) through `tuner sweep --scale full` with the
+    space's ASHA, counted as PriorBand's evaluations are: a trial that ran r of the n reports costs r / n and
+    observed the regret of its last report, at fidelity r / n. Trials in start order. Plain TPE (`--no-priors`)
+    does not depend on the prior, so one set of its sweeps serves every space of the same function."""
+    out = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNER_RESULTS": str(cache / "results"),
+           "RAY_TMPDIR": str(cache / "ray")}
+    for method, flags in ASHA_METHODS.items():
+        for space in spaces:
+            loaded = load_space(space)
+            reports = int(loaded.scales["full"].settings["n_reports"])
+            rows = []
+            for seed in range(seeds):
+                start = time.time()
+                tag = f"hartmann{loaded.fixed['dim']}-asha-tpe" if flags else f"{space}-asha"
+                name = f"{tag}-{seed}-{samples}"
+                found = sorted((cache / "results").glob(f"*/{name}/trials.parquet"))
+                if not found:
+                    cmd = [sys.executable, "-m", "tuner", "sweep", "--space", space, "--scale", "full", "--seed",
+                           str(seed), "--samples", str(samples), "--name", name, *flags]
+                    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, cwd=ROOT)
+                    if done.returncode != 0:
+                        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+                    found = sorted((cache / "results").glob(f"*/{name}/trials.parquet"))
+                trials = pd.read_parquet(found[0])
+                cost = np.cumsum(trials["reports"].to_numpy(float) / reports)
+                best = np.minimum.accumulate(trials["metric.regret"].to_numpy(float))
+                idx = np.searchsorted(cost, np.arange(1, budget + 1), side="right") - 1
+                rows.append(np.where(idx >= 0, best[np.maximum(idx, 0)], np.inf))
+                print(f"  asha {method} {space} seed {seed}: {len(trials)} trials, cost {cost[-1]:.1f}, "
+                      f"{time.time() - start:.0f} s", flush=True)
+            out[(space, method)] = np.array(rows)
+    return out
+
+
 def summary(curves: np.ndarray) -> dict[str, str]:
     """Evaluations to regret <= 0.1 (median, IQR over the seeds that reach it), seeds solved, regret at checkpoints."""
     solved = curves <= SOLVED_REGRET
@@ -198,6 +244,10 @@ def main() -> None:
     parser.add_argument("--priorband-spaces", nargs="*", help="default: --spaces")
     parser.add_argument("--ray-spaces", nargs="*", default=[])
     parser.add_argument("--ray-seeds", type=int, default=3)
+    parser.add_argument("--asha-spaces", nargs="*", default=[],
+                        help="also sweep these through Ray with ASHA at full scale, cost in full evaluations")
+    parser.add_argument("--asha-seeds", type=int, default=10)
+    parser.add_argument("--asha-samples", type=int, default=200, help="trials per ASHA sweep")
     parser.add_argument("--out", default="notes/prior_value", help="writes OUT.md and OUT.png")
     parser.add_argument("--cache", help="a folder for the curves, reused by a rerun (default: none kept)")
     args = parser.parse_args()
@@ -227,6 +277,14 @@ def run(args: argparse.Namespace, out: Path, cache: Path) -> None:
         print(ray_table)
         text += f"\n## Through Ray (`tuner sweep --scale cpu --scheduler none`)\n\n{ray_table}\n"
         results |= ray
+    if args.asha_spaces:
+        asha = asha_sweeps(args.asha_spaces, args.asha_seeds, args.asha_samples, args.priorband_budget, cache)
+        asha_table = table(asha | {k: v for k, v in results.items() if k[0] in args.asha_spaces
+                                   and k[1] in ("priorband", "adaptive", "tpe")})
+        print(asha_table)
+        text += ("\n## Multi-fidelity, in full-evaluation cost (`tuner sweep --scale full` with ASHA; PriorBand; "
+                 "in-process rows for reference)\n\n" + asha_table + "\n")
+        results |= asha
     out.with_suffix(".md").write_text(text)
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")

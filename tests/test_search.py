@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import optuna
@@ -12,10 +13,15 @@ from optuna.trial import TrialState
 
 from tuner.plan import check_inputs
 from tuner.samplers import (
+    AROUND_MODE_ATTR,
+    INCUMBENT_ATTR,
+    OWN_DRAWS_ATTR,
     SOURCE_ATTR,
     WEIGHTS_ATTR,
     AdaptivePriorSampler,
     TreeSampler,
+    incumbent_scale,
+    prior_mode,
     stall_length,
 )
 from tuner.search import (
@@ -163,6 +169,100 @@ def test_adaptive_startup_asks_do_not_depend_on_what_has_finished() -> None:
     assert [t.params for t in batch] == [t.params for t in one_by_one.trials]
     sources = [t.user_attrs[SOURCE_ATTR] for t in one_by_one.trials]
     assert sources.count("prior") >= 3 and "base" in sources and "incumbent" not in sources
+
+
+def _trial(number: int, value: float, source: str, parent: int | None = None) -> optuna.trial.FrozenTrial:
+    attrs = {SOURCE_ATTR: source, **({INCUMBENT_ATTR: parent} if parent is not None else {})}
+    trial = optuna.trial.create_trial(params={}, distributions={}, value=value, user_attrs=attrs)
+    trial.number = number
+    return trial
+
+
+def test_incumbent_step_follows_the_one_fifth_success_rule() -> None:
+    """A successful incumbent draw multiplies the step by e^0.8, a failed one by e^-0.2 (damping 1): one success in
+    five holds it; a run of failures shrinks it to the lower bound; PRUNED counts as a failure."""
+    start = [_trial(0, 1.0, "prior")]
+    one_in_five = [*start, _trial(1, 2.0, "incumbent", 0), *(_trial(n, 0.5, "incumbent", 1) for n in range(2, 6))]
+    assert incumbent_scale(one_in_five, 1.0, 0.25, 1.0, (1 / 64, 4.0)) == pytest.approx(0.25)
+    assert incumbent_scale(one_in_five[:2], 1.0, 0.25, 1.0, (1 / 64, 4.0)) == pytest.approx(0.25 * math.exp(0.8))
+    assert incumbent_scale(one_in_five[:2], 1.0, 0.25, 2.0, (1 / 64, 4.0)) == pytest.approx(0.25 * math.exp(0.4))
+    failures = [*start, *(_trial(n, 0.5, "incumbent", 0) for n in range(1, 40))]
+    assert incumbent_scale(failures, 1.0, 0.25, 1.0, (1 / 64, 4.0)) == pytest.approx(0.25 / 64)
+    assert incumbent_scale(failures, -1.0, 0.25, 1.0, (1 / 64, 4.0)) == pytest.approx(0.25 * 4)  # minimising
+    pruned = optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={},
+                                       user_attrs={SOURCE_ATTR: "incumbent", INCUMBENT_ATTR: 0},
+                                       intermediate_values={1: 9.0})
+    pruned.number = 1
+    assert incumbent_scale([*start, pruned], 1.0, 0.25, 1.0, (1 / 64, 4.0)) == pytest.approx(0.25 * math.exp(-0.2))
+    # the incumbent's own stall counts incumbent draws only
+    mixed = [*start, *(_trial(n, 0.5, "incumbent" if n % 2 else "base", 0) for n in range(1, 9))]
+    assert stall_length(mixed, 1.0, 0.01) == 8 and stall_length(mixed, 1.0, 0.01, only="incumbent") == 4
+
+
+def test_without_warm_starts_trial_zero_is_the_prior_mode_and_startup_draws_stay_near_it() -> None:
+    space = load_space("hartmann6_good")
+    sampler = AdaptivePriorSampler(TPESampler(seed=0), space, seed=0)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    for _ in range(10):
+        study.tell(study.ask(distributions(space)), 0.0)
+    mode = {name: prior_mode(p) for name, p in space.params.items()}
+    assert study.trials[0].params == mode == {f"x{i + 1}": c for i, c in enumerate((0.24, 0.12, 0.51, 0.24, 0.35,
+                                                                                   0.62))}
+    local = [t for t in study.trials if t.user_attrs.get(AROUND_MODE_ATTR)]
+    wide = [t for t in study.trials[1:] if t.user_attrs[SOURCE_ATTR] == "prior" and t not in local]
+    assert local and wide   # seed 0: both kinds among the startup's prior draws
+    distance = {id(t): max(abs(t.params[k] - mode[k]) for k in mode) for t in local + wide}
+    assert max(distance[id(t)] for t in local) < 0.25 * 0.1 * 4.5                  # local step: 0.25 spread
+    assert max(distance[id(t)] for t in wide) > 0.1                                 # a full-spread prior draw
+    # with a warm start, trial 0 is the warm start and no trial is forced onto the mode
+    chaotic = load_space("chaotic_10k")
+    warm = optuna.create_study(direction="maximize", sampler=make_sampler(chaotic, "tpe", True, seed=0))
+    warm.enqueue_trial(dict(chaotic.warm_starts[0].params))
+    for _ in range(3):
+        warm.tell(warm.ask(distributions(chaotic)), 0.0)
+    chaotic_mode = {name: prior_mode(p) for name, p in chaotic.params.items()}
+    assert warm.trials[0].user_attrs[SOURCE_ATTR] == "warm_start"
+    assert all(t.params != chaotic_mode for t in warm.trials[1:])
+
+
+class _Spy(optuna.samplers.RandomSampler):
+    """A base sampler that records which trial numbers each of its draws could see."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.seen: list[set[int]] = []
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        self.seen.append({t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()})
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def test_a_long_stall_makes_the_base_sampler_model_its_own_draws_only() -> None:
+    """Stalled for base_own_draws_after trials, the base sampler no longer sees the prior's and incumbent's trials
+    (TPE would take the stalled basin as its good set); before that it sees every trial."""
+    space = load_space("hartmann3_bad")
+    spy = _Spy()
+    sampler = AdaptivePriorSampler(spy, space, seed=1)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    for n in range(60):
+        trial = study.ask(distributions(space))
+        study.tell(trial, -1.0 if n == 0 else 0.0)   # trial 0 (the mode) is never beaten: the stall grows
+    base = [t for t in study.trials if t.user_attrs[SOURCE_ATTR] == "base"]
+    own = [t for t in base if t.user_attrs.get(OWN_DRAWS_ATTR)]
+    assert own and all(t.number >= 11 for t in own)  # trial 11: trials 1-10 finished without improving
+    assert all(not t.user_attrs.get(OWN_DRAWS_ATTR) for t in base if t.number < 11)
+    base_numbers = {t.number for t in base}
+    views = iter(spy.seen)
+    for t in base:  # one sample_independent per parameter
+        seen = [next(views) for _ in space.params]
+        if t.user_attrs[OWN_DRAWS_ATTR]:
+            assert seen[0] and seen[0] <= base_numbers
+        else:
+            assert 0 in seen[0] or t.number == 0
+    # Ray saves the searcher, sampler included, while trials run: a pending draw must pickle
+    study.ask(distributions(space))
+    restored = pickle.loads(pickle.dumps(sampler))
+    assert restored._draws.keys() == sampler._draws.keys() == {60}
 
 
 def test_prior_rules_and_searchers_are_selectable_and_checked() -> None:

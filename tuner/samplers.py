@@ -16,6 +16,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ Param = FloatParam | IntParam | CategoricalParam
 SOURCE_ATTR = "source"  # warm_start, then prior | incumbent | base (adaptive) or prior | child (tree)
 WEIGHTS_ATTR = "source_weights"  # adaptive: the source probabilities this trial was drawn with
 INCUMBENT_ATTR = "incumbent"  # adaptive: number of the trial an incumbent draw perturbed
+STEP_ATTR = "incumbent_step"  # adaptive: the step of an incumbent draw, in prior spreads
+AROUND_MODE_ATTR = "around_mode"  # adaptive: a startup prior draw made locally around the prior's mode
+OWN_DRAWS_ATTR = "base_own_draws"  # adaptive: a base draw modelled on the base sampler's own draws only
 PARENT_ATTR = "parent"  # tree: number of the parent trial
 MUTATED_ATTR = "mutated"  # tree: the one parameter the child changed
 ROLE_ATTR = "role"  # tree: exploit | explore | principle-test
@@ -179,14 +183,43 @@ def _lineage_root(trial: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> s
     return "prior" if source == "warm_start" else source
 
 
-def stall_length(trials: Sequence[FrozenTrial], sign: float, tolerance: float) -> int:
+def incumbent_scale(trials: Sequence[FrozenTrial], sign: float, initial: float, damping: float,
+                    bounds: tuple[float, float]) -> float:
+    """The step of the next incumbent draw (a multiple of the prior spread), adapted by the 1/5 success rule of
+    the (1+1)-ES: replaying the finished incumbent draws in number order, a draw that beat the trial it perturbed
+    multiplies the step by exp(0.8 / damping), any other (worse, PRUNED, FAIL) by exp(-0.2 / damping), so the
+    step holds where one draw in five succeeds, grows on a slope and shrinks near an optimum. Clipped to
+    `bounds` × `initial`."""
+    by_number = {t.number: t for t in trials}
+    log_scale, (low, high) = 0.0, (math.log(bounds[0]), math.log(bounds[1]))
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.user_attrs.get(SOURCE_ATTR) != "incumbent" or not t.state.is_finished():
+            continue
+        parent = by_number.get(t.user_attrs.get(INCUMBENT_ATTR))
+        won = (t.state == TrialState.COMPLETE and parent is not None and parent.state == TrialState.COMPLETE
+               and sign * (t.values[0] - parent.values[0]) > 0)
+        log_scale = min(max(log_scale + (0.8 if won else -0.2) / damping, low), high)
+    return initial * math.exp(log_scale)
+
+
+def prior_mode(p: Param) -> Any:
+    """The prior's most likely value: its centre, the heaviest choice, the middle of the range without a prior."""
+    if isinstance(p, CategoricalParam):
+        return p.choices[int(np.argmax(_choice_weights(p, True)))]
+    if p.prior is not None:
+        return _from_units(p, _units(p, p.prior.center))
+    lo, hi = _bounds(p)
+    return _from_units(p, (lo + hi) / 2)
+
+
+def stall_length(trials: Sequence[FrozenTrial], sign: float, tolerance: float, only: str | None = None) -> int:
     """Finished trials since the best COMPLETE value last improved by more than `tolerance` × (median - best) of
-    the COMPLETE values so far (trials in number order)."""
+    the COMPLETE values so far (trials in number order); with `only`, only the trials of that source count."""
     best, values, stall = None, [], 0
     for t in sorted(trials, key=lambda t: t.number):
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             continue
-        stall += 1
+        stall += only is None or t.user_attrs.get(SOURCE_ATTR) == only
         if t.state != TrialState.COMPLETE or not t.values:
             continue
         v = sign * t.values[0]
@@ -271,14 +304,32 @@ class PriorWeightedSampler(BaseSampler):
 
 
 # ---- the adaptive prior sampler --------------------------------------------------------------------
+@dataclass
+class _Draw:
+    """How one trial is drawn: its source, its generator, for local draws the configuration it perturbs and the
+    step, and for base draws whether the base sampler sees only its own draws (`_OwnDraws`)."""
+
+    source: str
+    rng: np.random.Generator
+    centre: dict[str, Any] | None = None
+    scale: float = 0.0
+    own_draws: bool = False
+
+
 class AdaptivePriorSampler(_TrialSeeded):
     """Each trial comes from one of three sources: a draw from the space's priors, a draw around the incumbent
-    (the best trial that ran every report; each numeric parameter moved by `local_scale` × its prior spread,
-    each categorical flipped with probability `flip_probability`), or the base sampler (TPE).
+    (the best trial that ran every report; each numeric parameter moved by a normal step of `scale` × its prior
+    spread, each categorical flipped with probability `flip_probability`), or the base sampler (TPE).
 
-    The first `n_startup` trials (by number, warm starts included) use the fixed rule: prior with probability
-    d(n) = s / (s + n) (`prior_strength` s), base otherwise — a pure function of (seed, trial number), so a
-    seeded sweep asks the same configurations after an interrupt and resume. After that, for trial n:
+    **Startup.** The first `n_startup` trials (by number, warm starts included) are a pure function of (seed,
+    trial number), so a seeded sweep asks the same configurations after an interrupt and resume, however its
+    parallel trials finish: prior with probability d(n) = s / (s + n) (`prior_strength` s), base otherwise.
+    With `mode_first`, trial 0 — when it is not a warm start, i.e. the space has none — is the prior's mode
+    (`prior_mode`), as PriorBand evaluates the default configuration first; a share `startup_local` of the other
+    startup prior draws are local draws around that mode (step `local_scale`), the startup's stand-in for
+    incumbent draws.
+
+    **After startup**, for trial n:
 
         w_prior = d(n) + (1 - d(n)) · e_prior,   w_src = (1 - d(n)) · e_src  (incumbent, base)
 
@@ -288,33 +339,48 @@ class AdaptivePriorSampler(_TrialSeeded):
     all finished trials ranked by `ranked` (PRUNED below COMPLETE, FAIL last), and κ pseudo-trials at the
     neutral rate q keep a source with little evidence near neutral. Warm starts count for no source, but an
     incumbent draw also counts for the source that found its region (`_lineage_root`; a warm start's region is
-    the prior's): without that, a good prior's region, once found, is mined by incumbent draws that crowd the
-    prior's own draws out of the top, and the good prior would lose weight. A prior whose draws keep landing in
-    the top keeps its weight; one whose draws land far from the best decays to the floor `min_weight` that
-    every available source keeps. A deceptive prior, confident on a good local optimum, would keep its weight
-    by evidence alone: its draws do land in the top until something better is found. So the two exploiting
-    sources, prior and incumbent, keep only the share keep = p / (p + stall) of their weights, the rest going
-    to the base sampler, where stall (`stall_length`) counts the finished trials since the best value last
-    improved by more than `tolerance` × (median - best) and p = `patience` (None: off). While the search
-    improves nothing changes; stuck in one basin, it explores. On Hartmann with the deceptive priors this
-    doubles the seeds solved on Hartmann-3 (notes/issue14.md), but does not reach plain TPE's.
-    The incumbent source is available once the incumbent is not a warm start, or after `incumbent_after`
-    finished trials.
+    the prior's), so that a good prior is not crowded out of the top by the incumbent draws it made possible.
+    Every available source keeps at least `min_weight`. The incumbent source is available once the incumbent is
+    not a warm start, or after `incumbent_after` finished trials.
+
+    **Stalls.** A deceptive prior, confident on a good local optimum, keeps its weight by evidence alone: its
+    draws land in the top until something better is found. So the exploiting sources keep only part of their
+    weight, the rest going to the base sampler: the prior keeps p / (p + stall), where stall (`stall_length`)
+    counts the finished trials since the best value last improved by more than `tolerance` × (median - best)
+    and p = `patience`; the incumbent keeps p_i / (p_i + stall_i), stall_i counting only the incumbent draws
+    since that improvement (p_i = `incumbent_patience`; None: the prior's rule), so that a local search which
+    still improves keeps going while one that has converged in its basin hands over. Once stall reaches
+    `base_own_draws_after`, the base sampler models only its own draws (`_OwnDraws`): TPE fitted on every trial
+    would take the stalled basin's trials as its good set and search there. `patience=None` turns the stall
+    rules off.
+
+    **Steps.** An incumbent draw's step starts at `local_scale` and adapts by the (1+1)-ES success rule
+    (`incumbent_scale`, damping `step_damping`; None keeps it fixed), so that a region's optimum is refined
+    instead of circled at the prior's spread.
+
+    The defaults were chosen on the Hartmann good / medium / bad priors against plain TPE and PriorBand
+    (`benchmarks/samplers_synthetic.py`, notes/issue14.md).
     """
 
     def __init__(self, base: BaseSampler, space: SearchSpace, seed: int | None = None, *, n_startup: int = 10,
                  top_fraction: float = 0.2, min_top: int = 3, pseudo_trials: float = 2.0, min_weight: float = 0.05,
-                 incumbent_after: int = 5, local_scale: float = 0.5, flip_probability: float = 0.2,
-                 patience: float | None = 10.0, tolerance: float = 0.01):
+                 incumbent_after: int = 5, local_scale: float = 0.25, flip_probability: float = 0.2,
+                 patience: float | None = 5.0, tolerance: float = 0.01, incumbent_patience: float | None = 5.0,
+                 base_own_draws_after: float | None = 10.0, step_damping: float | None = 1.0,
+                 step_bounds: tuple[float, float] = (1 / 64, 4.0), mode_first: bool = True,
+                 startup_local: float = 0.5):
         super().__init__(seed)
-        self.patience, self.tolerance = patience, tolerance
         self._base = base
         self._params = dict(space.params)
         self._strength = space.prior_strength
         self.n_startup, self.top_fraction, self.min_top = n_startup, top_fraction, min_top
         self.pseudo_trials, self.min_weight, self.incumbent_after = pseudo_trials, min_weight, incumbent_after
         self.local_scale, self.flip_probability = local_scale, flip_probability
-        self._pending: dict[int, tuple[str, np.random.Generator, dict[str, Any]]] = {}
+        self.patience, self.tolerance, self.incumbent_patience = patience, tolerance, incumbent_patience
+        self.base_own_draws_after = base_own_draws_after
+        self.step_damping, self.step_bounds = step_damping, step_bounds
+        self.mode_first, self.startup_local = mode_first, startup_local
+        self._draws: dict[int, _Draw] = {}
 
     def prior_decay(self, n: int) -> float:
         """πBO-style faith in the prior at trial n: s / (s + n)."""
@@ -327,7 +393,8 @@ class AdaptivePriorSampler(_TrialSeeded):
     def weights(self, study: optuna.Study, number: int) -> tuple[dict[str, float], FrozenTrial | None]:
         """The source probabilities of trial `number`, and the incumbent, from the study alone."""
         d = self.prior_decay(number)
-        order = ranked(study.get_trials(deepcopy=False), _sign(study))
+        trials = study.get_trials(deepcopy=False)
+        order = ranked(trials, _sign(study))
         if number < self.n_startup or not order:
             return {"prior": d, "incumbent": 0.0, "base": 1.0 - d}, None
         best = order[0] if order[0].state == TrialState.COMPLETE else None
@@ -347,14 +414,30 @@ class AdaptivePriorSampler(_TrialSeeded):
         for s in available:
             w[s] = (d if s == "prior" else 0.0) + (1 - d) * rate[s] / sum(rate.values())
         if self.patience is not None:
-            stall = stall_length(study.get_trials(deepcopy=False), _sign(study), self.tolerance)
-            keep = self.patience / (self.patience + stall)
-            freed = (1 - keep) * (w["prior"] + w["incumbent"])
-            w["prior"], w["incumbent"], w["base"] = keep * w["prior"], keep * w["incumbent"], w["base"] + freed
+            stall = stall_length(trials, _sign(study), self.tolerance)
+            keep = {"prior": self.patience / (self.patience + stall)}
+            if self.incumbent_patience is None:
+                keep["incumbent"] = keep["prior"]
+            else:
+                local = stall_length(trials, _sign(study), self.tolerance, only="incumbent")
+                keep["incumbent"] = self.incumbent_patience / (self.incumbent_patience + local)
+            for s, share in keep.items():
+                w["base"] += (1 - share) * w[s]
+                w[s] *= share
         for s in available:
             w[s] = max(self.min_weight, w[s])
         total = sum(w.values())
         return {s: v / total for s, v in w.items()}, best if "incumbent" in available else None
+
+    def _own_draws_only(self, study: optuna.Study, number: int) -> bool:
+        """Whether the base sampler sees only its own draws: once the search has stalled long enough."""
+        if self.patience is None or self.base_own_draws_after is None or number < self.n_startup:
+            return False
+        return stall_length(study.get_trials(deepcopy=False), _sign(study), self.tolerance) >= self.base_own_draws_after
+
+    def _base_view(self, study: optuna.Study, trial: FrozenTrial) -> optuna.Study | _OwnDraws:
+        draw = self._draws.get(trial.number)
+        return _OwnDraws(study) if draw is not None and draw.own_draws else study
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._base.before_trial(study, trial)
@@ -364,35 +447,80 @@ class AdaptivePriorSampler(_TrialSeeded):
         rng = self._rng(trial)
         weights, incumbent = self.weights(study, trial.number)
         source = SOURCES[int(rng.choice(len(SOURCES), p=[weights[s] for s in SOURCES]))]
-        attrs: dict[str, Any] = {SOURCE_ATTR: source, WEIGHTS_ATTR: {s: round(w, 4) for s, w in weights.items()}}
-        if source == "incumbent":
-            attrs[INCUMBENT_ATTR] = incumbent.number
+        attrs: dict[str, Any] = {WEIGHTS_ATTR: {s: round(w, 4) for s, w in weights.items()}}
+        draw = _Draw(source, rng)
+        mode = {name: prior_mode(p) for name, p in self._params.items()}
+        if self.mode_first and trial.number == 0:
+            draw = _Draw("prior", rng, centre=mode)                             # the mode itself: no step
+        elif self.mode_first and source == "prior" and trial.number < self.n_startup \
+                and rng.random() < self.startup_local:
+            draw = _Draw("prior", rng, centre=mode, scale=self.local_scale)
+            attrs[AROUND_MODE_ATTR] = True
+        elif source == "incumbent":
+            scale = self.local_scale
+            if self.step_damping is not None:
+                scale = incumbent_scale(study.get_trials(deepcopy=False), _sign(study), self.local_scale,
+                                        self.step_damping, self.step_bounds)
+            draw = _Draw("incumbent", rng, centre=dict(incumbent.params), scale=scale)
+            attrs.update({INCUMBENT_ATTR: incumbent.number, STEP_ATTR: round(scale, 6)})
+        elif source == "base":
+            draw = _Draw("base", rng, own_draws=self._own_draws_only(study, trial.number))
+            attrs[OWN_DRAWS_ATTR] = draw.own_draws
+        attrs[SOURCE_ATTR] = draw.source
         self._record(study, trial, attrs)
-        self._pending[trial.number] = (source, rng, dict(incumbent.params) if incumbent is not None else {})
+        self._draws[trial.number] = draw
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self._base.infer_relative_search_space(study, trial)
+        return self._base.infer_relative_search_space(self._base_view(study, trial), trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        if trial.number in self._pending and self._pending[trial.number][0] != "base":
+        draw = self._draws.get(trial.number)
+        if draw is not None and draw.source != "base":
             return {}
-        return self._base.sample_relative(study, trial, search_space)
+        return self._base.sample_relative(self._base_view(study, trial), trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        source, rng, incumbent = self._pending.get(trial.number, ("base", None, {}))
+        draw = self._draws.get(trial.number)
         p = self._params.get(param_name)
-        if p is not None and source == "prior":
-            return prior_draw(p, rng)
-        if p is not None and source == "incumbent" and param_name in incumbent:
-            return perturb(p, incumbent[param_name], rng, self.local_scale, flip_probability=self.flip_probability)
-        return self._base.sample_independent(study, trial, param_name, param_distribution)
+        if draw is not None and p is not None and draw.source != "base":
+            if draw.centre is not None and param_name in draw.centre:
+                if not draw.scale:
+                    return draw.centre[param_name]
+                return perturb(p, draw.centre[param_name], draw.rng, draw.scale,
+                               flip_probability=self.flip_probability)
+            return prior_draw(p, draw.rng)
+        return self._base.sample_independent(self._base_view(study, trial), trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        self._pending.pop(trial.number, None)
+        self._draws.pop(trial.number, None)
         self._base.after_trial(study, trial, state, values)
+
+
+class _OwnDraws:
+    """The study as the base sampler sees it while stalled: only its own draws (and unfinished trials)."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _keep(self, t: FrozenTrial) -> bool:
+        return t.user_attrs.get(SOURCE_ATTR) == "base" or not t.state.is_finished()
+
+    def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list[FrozenTrial]:
+        return [t for t in self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+                if self._keep(t)]
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states) if self._keep(t)]
+
+    @property
+    def trials(self) -> list[FrozenTrial]:
+        return self.get_trials()
 
 
 # ---- the seeds' tree search ------------------------------------------------------------------------
