@@ -81,6 +81,26 @@ def in_process(spaces: list[str], methods: list[str], seeds: int, budget: int, j
     return {k: np.load(path(*k)) for k in keys}
 
 
+def best_at_costs(cost: np.ndarray, regret: np.ndarray, budget: int) -> np.ndarray:
+    """The best regret observed with at most k full evaluations spent, k = 1..budget (inf before the first)."""
+    best = np.minimum.accumulate(regret)
+    idx = np.searchsorted(cost, np.arange(1, budget + 1), side="right") - 1
+    return np.where(idx >= 0, best[np.maximum(idx, 0)], np.inf)
+
+
+def sweep_trials(cache: Path, space: str, name: str, args: list[str]) -> pd.DataFrame:
+    """The trials of `tuner sweep --space SPACE --name NAME ARGS` in the cache's results, run if not there yet."""
+    table = cache / "results" / space / name / "trials.parquet"
+    if not table.exists():
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNER_RESULTS": str(cache / "results"),
+               "RAY_TMPDIR": str(cache / "ray")}
+        cmd = [sys.executable, "-m", "tuner", "sweep", "--space", space, "--name", name, *args]
+        done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return pd.read_parquet(table)
+
+
 def priorband(spaces: list[str], seeds: int, budget: int, python: str, cache: Path, jobs: int
               ) -> dict[tuple[str, str], np.ndarray]:
     """PriorBand's best observed regret at costs 1..budget (full evaluations), per space."""
@@ -110,10 +130,7 @@ def priorband(spaces: list[str], seeds: int, budget: int, python: str, cache: Pa
         rows = []
         for seed in range(seeds):
             cost, regret = np.array(runs[str(seed)]).T
-            best = np.minimum.accumulate(regret)
-            # best regret observed with at most k full evaluations spent, k = 1..budget
-            idx = np.searchsorted(cost, np.arange(1, budget + 1), side="right") - 1
-            rows.append(np.where(idx >= 0, best[np.maximum(idx, 0)], np.inf))
+            rows.append(best_at_costs(cost, regret, budget))
         out[(space, "priorband")] = np.array(rows)
     return out
 
@@ -121,21 +138,12 @@ def priorband(spaces: list[str], seeds: int, budget: int, python: str, cache: Pa
 def ray_sweeps(spaces: list[str], seeds: int, cache: Path) -> dict[tuple[str, str], np.ndarray]:
     """Best full-fidelity regret after each trial of `tuner sweep --scale cpu --scheduler none`, per seed."""
     out = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNER_RESULTS": str(cache / "results"),
-           "RAY_TMPDIR": str(cache / "ray")}
     for space in spaces:
         rows = []
         for seed in range(seeds):
-            name = f"{space}-pv-{seed}"
             start = time.time()
-            table = cache / "results" / space / name / "trials.parquet"
-            if not table.exists():
-                cmd = [sys.executable, "-m", "tuner", "sweep", "--space", space, "--scale", "cpu", "--seed",
-                       str(seed), "--scheduler", "none", "--name", name]
-                done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, cwd=ROOT)
-                if done.returncode != 0:
-                    raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-            trials = pd.read_parquet(table)
+            trials = sweep_trials(cache, space, f"{space}-pv-{seed}",
+                                  ["--scale", "cpu", "--seed", str(seed), "--scheduler", "none"])
             rows.append(np.minimum.accumulate(trials["metric.regret_full"].to_numpy(float)))
             print(f"  ray {space} seed {seed}: {len(trials)} trials, {time.time() - start:.0f} s", flush=True)
         n = min(len(r) for r in rows)
@@ -153,30 +161,20 @@ def asha_sweeps(spaces: list[str], seeds: int, samples: int, budget: int, cache:
     observed the regret of its last report, at fidelity r / n. Trials in start order. Plain TPE (`--no-priors`)
     does not depend on the prior, so one set of its sweeps serves every space of the same function."""
     out = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNER_RESULTS": str(cache / "results"),
-           "RAY_TMPDIR": str(cache / "ray")}
     for method, flags in ASHA_METHODS.items():
         for space in spaces:
             loaded = load_space(space)
             reports = int(loaded.scales["full"].settings["n_reports"])
+            tag = f"hartmann{loaded.fixed['dim']}-asha-tpe" if flags else f"{space}-asha"
             rows = []
             for seed in range(seeds):
                 start = time.time()
-                tag = f"hartmann{loaded.fixed['dim']}-asha-tpe" if flags else f"{space}-asha"
                 name = f"{tag}-{seed}-{samples}"
-                found = sorted((cache / "results").glob(f"*/{name}/trials.parquet"))
-                if not found:
-                    cmd = [sys.executable, "-m", "tuner", "sweep", "--space", space, "--scale", "full", "--seed",
-                           str(seed), "--samples", str(samples), "--name", name, *flags]
-                    done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, cwd=ROOT)
-                    if done.returncode != 0:
-                        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-                    found = sorted((cache / "results").glob(f"*/{name}/trials.parquet"))
-                trials = pd.read_parquet(found[0])
+                found = sorted((cache / "results").glob(f"*/{name}/trials.parquet"))  # TPE: any space of the function
+                trials = (pd.read_parquet(found[0]) if found else sweep_trials(
+                    cache, space, name, ["--scale", "full", "--seed", str(seed), "--samples", str(samples), *flags]))
                 cost = np.cumsum(trials["reports"].to_numpy(float) / reports)
-                best = np.minimum.accumulate(trials["metric.regret"].to_numpy(float))
-                idx = np.searchsorted(cost, np.arange(1, budget + 1), side="right") - 1
-                rows.append(np.where(idx >= 0, best[np.maximum(idx, 0)], np.inf))
+                rows.append(best_at_costs(cost, trials["metric.regret"].to_numpy(float), budget))
                 print(f"  asha {method} {space} seed {seed}: {len(trials)} trials, cost {cost[-1]:.1f}, "
                       f"{time.time() - start:.0f} s", flush=True)
             out[(space, method)] = np.array(rows)
@@ -225,7 +223,7 @@ def plot(results: dict[tuple[str, str], np.ndarray], path: Path) -> None:
             ax.plot(x, med, color=colours[method], label=method, lw=1.3)
             ax.fill_between(x, q1, q3, color=colours[method], alpha=0.15, lw=0)
         ax.axhline(SOLVED_REGRET, color="grey", ls=":", lw=1)
-        ax.set(yscale="log", title=space, xlabel="evaluations (PriorBand: full-evaluation cost)")
+        ax.set(yscale="log", title=space, xlabel="evaluations (PriorBand, ASHA: full-evaluation cost)")
     for ax in axes.flat[len(spaces):]:
         ax.axis("off")
     axes[0, 0].set_ylabel("best regret (median, IQR)")
