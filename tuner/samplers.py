@@ -372,6 +372,7 @@ class AdaptivePriorSampler(_TrialSeeded):
         super().__init__(seed)
         self._base = base
         self._params = dict(space.params)
+        self._mode = {name: prior_mode(p) for name, p in self._params.items()}
         self._strength = space.prior_strength
         self.n_startup, self.top_fraction, self.min_top = n_startup, top_fraction, min_top
         self.pseudo_trials, self.min_weight, self.incumbent_after = pseudo_trials, min_weight, incumbent_after
@@ -449,12 +450,11 @@ class AdaptivePriorSampler(_TrialSeeded):
         source = SOURCES[int(rng.choice(len(SOURCES), p=[weights[s] for s in SOURCES]))]
         attrs: dict[str, Any] = {WEIGHTS_ATTR: {s: round(w, 4) for s, w in weights.items()}}
         draw = _Draw(source, rng)
-        mode = {name: prior_mode(p) for name, p in self._params.items()}
         if self.mode_first and trial.number == 0:
-            draw = _Draw("prior", rng, centre=mode)                             # the mode itself: no step
+            draw = _Draw("prior", rng, centre=self._mode)                       # the mode itself: no step
         elif self.mode_first and source == "prior" and trial.number < self.n_startup \
                 and rng.random() < self.startup_local:
-            draw = _Draw("prior", rng, centre=mode, scale=self.local_scale)
+            draw = _Draw("prior", rng, centre=self._mode, scale=self.local_scale)
             attrs[AROUND_MODE_ATTR] = True
         elif source == "incumbent":
             scale = self.local_scale
