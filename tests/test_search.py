@@ -199,6 +199,22 @@ def test_incumbent_step_follows_the_one_fifth_success_rule() -> None:
     assert stall_length(mixed, 1.0, 0.01) == 8 and stall_length(mixed, 1.0, 0.01, only="incumbent") == 4
 
 
+def test_stopped_trials_set_the_scale_of_a_real_improvement() -> None:
+    """Under ASHA the COMPLETE trials are mostly one basin's; a step inside it that is tiny against everything the
+    search has seen (PRUNED trials' last reports included) is not progress."""
+    def pruned(number: int) -> optuna.trial.FrozenTrial:
+        trial = optuna.trial.create_trial(state=TrialState.PRUNED, params={}, distributions={},
+                                          user_attrs={SOURCE_ATTR: "base"}, intermediate_values={1: 0.0})
+        trial.number = number
+        return trial
+
+    trials = [_trial(0, 1.0, "prior"), *(pruned(n) for n in range(1, 11)), _trial(11, 1.001, "incumbent", 0)]
+    assert stall_length(trials, 1.0, 0.01) == 11              # 0.001 < 0.01 × (1.0 - median 0.0)
+    assert stall_length([trials[0], trials[-1]], 1.0, 0.01) == 0   # among COMPLETE trials alone it is progress
+    trials.append(_trial(12, 1.02, "base"))
+    assert stall_length(trials, 1.0, 0.01) == 0                # 0.019 > 0.01: a real improvement resets it
+
+
 def test_without_warm_starts_trial_zero_is_the_prior_mode_and_startup_draws_stay_near_it() -> None:
     space = load_space("hartmann6_good")
     sampler = AdaptivePriorSampler(TPESampler(seed=0), space, seed=0)

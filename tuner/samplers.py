@@ -213,13 +213,18 @@ def prior_mode(p: Param) -> Any:
 
 
 def stall_length(trials: Sequence[FrozenTrial], sign: float, tolerance: float, only: str | None = None) -> int:
-    """Finished trials since the best COMPLETE value last improved by more than `tolerance` × (median - best) of
-    the COMPLETE values so far (trials in number order); with `only`, only the trials of that source count."""
+    """Finished trials since the best COMPLETE value last improved by more than `tolerance` × (median - best), the
+    median over every value seen so far: COMPLETE values and the last report of PRUNED trials (trials in number
+    order). The PRUNED count because under ASHA the COMPLETE trials are mostly one basin's: their median sits next
+    to the best, and every step of a local search inside that basin would count as progress. With `only`, only the
+    trials of that source count."""
     best, values, stall = None, [], 0
     for t in sorted(trials, key=lambda t: t.number):
         if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
             continue
         stall += only is None or t.user_attrs.get(SOURCE_ATTR) == only
+        if t.state == TrialState.PRUNED and t.intermediate_values:
+            values.append(sign * t.intermediate_values[max(t.intermediate_values)])
         if t.state != TrialState.COMPLETE or not t.values:
             continue
         v = sign * t.values[0]
