@@ -154,11 +154,16 @@ def _sign(study: optuna.Study) -> float:
     return 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
 
 
+def _last_report(trial: FrozenTrial) -> float | None:
+    """A PRUNED trial's last intermediate value: where ASHA stopped it; None without reports."""
+    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+
+
 def _rank_key(trial: FrozenTrial, sign: float) -> tuple[int, float]:
     if trial.state == TrialState.COMPLETE and trial.values:
         return 0, -sign * trial.values[0]
     if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        return 1, -sign * trial.intermediate_values[max(trial.intermediate_values)]
+        return 1, -sign * _last_report(trial)
     return 2, 0.0
 
 
@@ -224,7 +229,7 @@ def stall_length(trials: Sequence[FrozenTrial], sign: float, tolerance: float, o
             continue
         stall += only is None or t.user_attrs.get(SOURCE_ATTR) == only
         if t.state == TrialState.PRUNED and t.intermediate_values:
-            values.append(sign * t.intermediate_values[max(t.intermediate_values)])
+            values.append(sign * _last_report(t))
         if t.state != TrialState.COMPLETE or not t.values:
             continue
         v = sign * t.values[0]
