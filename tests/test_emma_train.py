@@ -11,7 +11,8 @@ from recording import Interrupted, Recorder
 
 from trainables.emma.family import FAMILY, regime
 from trainables.emma.settings import EmmaSettings
-from trainables.emma.train import CHECKPOINT_FILE, FINAL_METRICS
+from trainables.emma.train import FINAL_METRICS
+from trainables.runtime import TRAINER_CHECKPOINT
 from tuner.family import families
 from tuner.single_run import main
 from tuner.validation import TunerInputError, validate_settings
@@ -72,7 +73,7 @@ def test_short_run_lowers_the_loss_and_reports_everything(tmp_path, scope):
     final = session.history[-1]
     assert set(FINAL_METRICS) <= final.keys() and final["diverged"] == 0.0
     assert final["best_val_acc"] == max(r["val_acc"] for r in session.history)
-    assert (session.saved[-1] / CHECKPOINT_FILE).exists()
+    assert (session.saved[-1] / TRAINER_CHECKPOINT).exists()
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
@@ -86,8 +87,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert len(resumed.history) == 2
     for key in ("train_loss", "val_acc", "val_acc_honest", "lambda_nce", "nce_read_ema_cos", "best_val_acc"):
         assert whole.history[-1][key] == resumed.history[-1][key], key
-    a = torch.load(whole.saved[-1] / CHECKPOINT_FILE, weights_only=False)["model"]
-    b = torch.load(resumed.saved[-1] / CHECKPOINT_FILE, weights_only=False)["model"]
+    a = torch.load(whole.saved[-1] / TRAINER_CHECKPOINT, weights_only=False)["model"]
+    b = torch.load(resumed.saved[-1] / TRAINER_CHECKPOINT, weights_only=False)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert whole.history[-1]["nce_gate_epoch"] == 2                     # the gate and its effects were exercised
 

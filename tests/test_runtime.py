@@ -1,11 +1,12 @@
-"""The helpers every family's trainer shares: device choice, thread budget, divergence report."""
+"""The helpers every family's trainer shares: device choice, thread budget, divergence report, checkpoints."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from trainables.runtime import diverged_report, pick_device, thread_limit
+from trainables.runtime import diverged_report, load_trainer, pick_device, save_trainer, thread_limit
 
 
 def test_device_choice_agrees_for_every_family():
@@ -36,3 +37,28 @@ def test_diverged_report_marks_every_metric():
     report = diverged_report(["a", "b"], {"loss": 3.0})
     assert math.isnan(report["a"]) and math.isnan(report["b"])
     assert report["loss"] == 3.0 and report["diverged"] == 1.0
+
+
+def test_a_trainer_checkpoint_restores_every_random_state(tmp_path):
+    """Dropout draws from torch's global generator, sampling from the trainer's own: both continue as saved."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    rng = np.random.default_rng(7)
+    torch.manual_seed(3)
+    save_trainer(tmp_path, model, optimizer, rng, {"step": 5})
+    expected_torch, expected_numpy = torch.rand(4), rng.random(4)
+
+    torch.manual_seed(99)
+    other_rng, other_model = np.random.default_rng(0), torch.nn.Linear(3, 2)
+    other_optimizer = torch.optim.AdamW(other_model.parameters(), lr=0.1)
+    assert load_trainer(tmp_path, other_model, other_optimizer, other_rng) == {"step": 5}
+    assert torch.equal(torch.rand(4), expected_torch) and np.array_equal(other_rng.random(4), expected_numpy)
+    assert torch.equal(other_model.weight, model.weight)
+    assert other_optimizer.state_dict()["state"][0]["step"] == 1
+
+    torch.manual_seed(3)
+    save_trainer(tmp_path, model, optimizer, None, {})                   # a trainer without its own generator
+    expected_torch = torch.rand(4)
+    assert load_trainer(tmp_path, other_model, other_optimizer, None) == {} and torch.equal(torch.rand(4), expected_torch)

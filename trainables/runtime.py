@@ -52,21 +52,34 @@ def diverged_report(metric_names: Iterable[str], known: Mapping[str, float] | No
     return {**dict.fromkeys(metric_names, math.nan), **dict(known or {}), "diverged": 1.0}
 
 
-TRAINER_CHECKPOINT = "checkpoint.pt"  # a trainer's model, optimizer, sampling RNG and progress counters
+TRAINER_CHECKPOINT = "checkpoint.pt"  # a trainer's model, optimizer, random states and progress counters
 
 
 def save_trainer(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 rng: np.random.Generator, state: Mapping[str, Any]) -> None:
-    """Write a trainer checkpoint (read back by `load_trainer`) into `directory`."""
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                 rng: np.random.Generator | None, state: Mapping[str, Any]) -> None:
+    """Write a trainer checkpoint (read back by `load_trainer`) into `directory`: model, optimizer, the trainer's
+    sampling generator `rng` (if it has one), torch's global random states (CPU, and CUDA once initialised: what
+    dropout draws from) and the progress counters `state`."""
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": None if rng is None else rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
                 "state": dict(state)}, Path(directory) / TRAINER_CHECKPOINT)
 
 
 def load_trainer(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 rng: np.random.Generator, device: torch.device) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from the checkpoint in `directory`; its progress counters."""
-    saved = torch.load(Path(directory) / TRAINER_CHECKPOINT, map_location=device, weights_only=True)
+                 rng: np.random.Generator | None) -> dict[str, Any]:
+    """Restore model, optimizer and random states from the checkpoint in `directory`; its progress counters.
+
+    Read onto the CPU: `load_state_dict` copies each tensor to its parameter's device, and torch's random states
+    must be CPU tensors. CUDA states are restored on as many devices as were saved and are visible now."""
+    saved = torch.load(Path(directory) / TRAINER_CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
-    rng.bit_generator.state = saved["rng"]
+    if rng is not None:
+        rng.bit_generator.state = saved["rng"]
+    torch.set_rng_state(saved["torch_rng"])
+    visible = torch.cuda.device_count() if saved["cuda_rng"] else 0
+    for index, cuda_state in enumerate(saved["cuda_rng"][:visible]):
+        torch.cuda.set_rng_state(cuda_state, index)
     return saved["state"]

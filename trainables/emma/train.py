@@ -39,10 +39,9 @@ from trainables.emma.schedules import (
     write_strength,
 )
 from trainables.emma.settings import EmmaSettings, n_classes, report_epochs
-from trainables.runtime import diverged_report, pick_device, thread_limit
+from trainables.runtime import diverged_report, load_trainer, pick_device, save_trainer, thread_limit
 from tuner.family import Session
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FINAL_METRICS = ("val_acc_honest", "val_acc", "best_val_acc", "best_val_acc_honest", "best_val_acc_postwarm",
                  "final_val_loss", "final_val_loss_honest", "gate_open_fraction", "nce_gate_epoch",
                  "gate_open_epoch", "pre_gate_best_acc", "post_gate_best_acc", "delta_post_vs_pre", "gate_success",
@@ -184,18 +183,14 @@ def _run(s: EmmaSettings, session: Session) -> None:
     p = Progress(deq_max_iter=s.deq_max_iter)
 
     # ---- resume ----------------------------------------------------------------------------------
-    if session.checkpoint is not None:
-        saved = torch.load(Path(session.checkpoint) / CHECKPOINT_FILE, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+    if session.checkpoint is not None:                              # dropout's random state included
+        saved = load_trainer(session.checkpoint, model, optimizer, None)
         gate.load_state_dict(saved["gate"])
         p = Progress(**saved["progress"])
-        torch.set_rng_state(saved["rng"])
     model.deq_max_iter = p.deq_max_iter
 
     def save(directory: Path) -> None:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "gate": gate.state_dict(),
-                    "progress": asdict(p), "rng": torch.get_rng_state()}, Path(directory) / CHECKPOINT_FILE)
+        save_trainer(directory, model, optimizer, None, {"gate": gate.state_dict(), "progress": asdict(p)})
 
     # ---- loop ------------------------------------------------------------------------------------
     started = time.perf_counter() - p.seconds

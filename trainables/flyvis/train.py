@@ -126,7 +126,7 @@ def _run(s: FlyVisSettings, session: Session) -> None:
 
     # ---- resume -----------------------------------------------------------------------------
     if session.checkpoint is not None:
-        state = load_trainer(session.checkpoint, model, optimizer, rng, device)
+        state = load_trainer(session.checkpoint, model, optimizer, rng)
 
     def save(directory: Path) -> None:
         save_trainer(directory, model, optimizer, rng, state)

@@ -122,7 +122,7 @@ def _run(s: SignalSettings, session: Session) -> None:
                              "final_loss": math.nan, "train_seconds": 0.0}
 
     if session.checkpoint is not None:
-        state = load_trainer(session.checkpoint, model, optimizer, rng, device)
+        state = load_trainer(session.checkpoint, model, optimizer, rng)
 
     def save(directory: Path) -> None:
         save_trainer(directory, model, optimizer, rng, state)
