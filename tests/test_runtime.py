@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.runtime import diverged_report, load_trainer, pick_device, save_trainer, thread_limit
+from trainables.runtime import (
+    TRAINER_CHECKPOINT,
+    diverged_report,
+    load_trainer,
+    pick_device,
+    save_trainer,
+    thread_limit,
+)
 
 
 def test_device_choice_agrees_for_every_family():
@@ -62,3 +69,12 @@ def test_a_trainer_checkpoint_restores_every_random_state(tmp_path):
     save_trainer(tmp_path, model, optimizer, None, {})                   # a trainer without its own generator
     expected_torch = torch.rand(4)
     assert load_trainer(tmp_path, other_model, other_optimizer, None) == {} and torch.equal(torch.rand(4), expected_torch)
+
+
+def test_a_checkpoint_from_before_the_random_states_still_resumes(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    rng = np.random.default_rng(7)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+                "state": {"step": 2}}, tmp_path / TRAINER_CHECKPOINT)
+    assert load_trainer(tmp_path, torch.nn.Linear(3, 2), optimizer, np.random.default_rng(0)) == {"step": 2}

@@ -78,8 +78,9 @@ def load_trainer(directory: Path, model: torch.nn.Module, optimizer: torch.optim
     optimizer.load_state_dict(saved["optimizer"])
     if rng is not None:
         rng.bit_generator.state = saved["rng"]
-    torch.set_rng_state(saved["torch_rng"])
-    visible = torch.cuda.device_count() if saved["cuda_rng"] else 0
-    for index, cuda_state in enumerate(saved["cuda_rng"][:visible]):
+    if "torch_rng" in saved:                          # absent from checkpoints written before it was saved
+        torch.set_rng_state(saved["torch_rng"])
+    cuda_states = saved.get("cuda_rng", [])
+    for index, cuda_state in enumerate(cuda_states[:torch.cuda.device_count() if cuda_states else 0]):
         torch.cuda.set_rng_state(cuda_state, index)
     return saved["state"]
