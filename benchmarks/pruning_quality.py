@@ -9,7 +9,7 @@ share of the stopped, and of the top 3: the false-prune rate), and the Spearman 
 rung's metric and the final one (how informative a low fidelity is).
 
 Unpruned curves are kept in `<workdir>/curves/` by the trial's settings, so a second run reruns nothing it has
-run. With `--rerun all`, `--replay GRACE:FACTOR ...` replays Ray's own ASHA scheduler over the unpruned curves
+run. With `--rerun all`, `--replay GRACE:FACTOR ...` replays the sweep's ASHA scheduler over the unpruned curves
 (trials in start order, one at a time) for each candidate grace period and reduction factor: how many trials it
 stops, how many of the top 3 among them, and the reports it runs as a share of running every trial to the end.
 `--sweeps T.parquet ...` studies sweeps already run (their `trials.parquet`, e.g. a benchmark's) instead of
@@ -34,12 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 from scipy.stats import spearmanr
 
 from tuner.family import get_family
+from tuner.schedule import make_scheduler
 from tuner.single_run import LocalSession
-from tuner.space import load_space
+from tuner.space import Scheduler, SearchSpace, load_space
 from tuner.validation import validate_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,18 +84,18 @@ def unpruned_curve(family_name: str, row: pd.Series, workdir: Path) -> list[floa
 
 
 class _ReplayedTrial:
-    """What Ray's ASHA reads of a trial: its id."""
+    """What ASHA reads of a trial: its id."""
 
     def __init__(self, trial_id: str):
         self.trial_id = trial_id
 
 
-def replay_asha(curves: list[list[float]], metric: str, mode: str, grace: int, factor: int) -> list[int]:
-    """The report at which Ray's ASHA (one bracket, as `tuner.schedule` builds it) stops each trial, fed the curves
-    one trial at a time in order; a trial it never stops gets its last report."""
-    max_t = max(len(c) for c in curves)
-    scheduler = ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=max_t,
-                              grace_period=min(grace, max_t), reduction_factor=factor)
+def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode: str, grace: int, factor: int
+                ) -> list[int]:
+    """The report at which the sweep's ASHA (`tuner.schedule.make_scheduler`, with this grace period and reduction
+    factor) stops each trial, fed the curves one trial at a time in order; a trial it never stops gets its last."""
+    candidate = space.model_copy(update={"scheduler": Scheduler(grace_period=grace, reduction_factor=factor)})
+    scheduler = make_scheduler("asha", candidate, metric, mode, max(len(c) for c in curves))
     ends = []
     for number, curve in enumerate(curves):
         trial = _ReplayedTrial(str(number))
@@ -158,7 +159,7 @@ def main() -> None:
                 rung_values.setdefault(report, []).append((value, curve[-1]))
         finals.append(final)
         for grace, factor in candidates:
-            ends = np.array(replay_asha(curves, family.metric, family.mode, grace, factor))
+            ends = np.array(replay_asha(curves, space, family.metric, family.mode, grace, factor))
             full = np.array([len(c) for c in curves])
             cut = set(np.flatnonzero(ends < full).tolist())
             replays.append({"sweep": seed, "grace:factor": f"{grace}:{factor}", "stopped": len(cut),

@@ -80,7 +80,6 @@ def load_trainer(directory: Path, model: torch.nn.Module, optimizer: torch.optim
         rng.bit_generator.state = saved["rng"]
     if "torch_rng" in saved:                          # absent from checkpoints written before it was saved
         torch.set_rng_state(saved["torch_rng"])
-    cuda_states = saved.get("cuda_rng", [])
-    for index, cuda_state in enumerate(cuda_states[:torch.cuda.device_count() if cuda_states else 0]):
+    for index, cuda_state in enumerate(saved.get("cuda_rng", [])[:torch.cuda.device_count()]):
         torch.cuda.set_rng_state(cuda_state, index)
     return saved["state"]
