@@ -26,8 +26,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,32 +35,27 @@ import pandas as pd
 from ray.tune.schedulers import TrialScheduler
 from scipy.stats import spearmanr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prior_value import sweep_trials
+
 from tuner.family import get_family
 from tuner.schedule import make_scheduler
 from tuner.single_run import LocalSession
 from tuner.space import Scheduler, SearchSpace, load_space
 from tuner.validation import validate_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def sweep(space: str, scale: str, seed: int, overrides: list[str], samples: int | None, workdir: Path
           ) -> pd.DataFrame:
+    """The trials of this seed's ASHA sweep, run into `workdir` unless an earlier run left them there."""
     name = f"{space}-prune-{scale}-{seed}" + ("-" + "-".join(overrides).replace("=", "") if overrides else "")
-    table = workdir / "results" / space / name / "trials.parquet"
-    if not table.exists():
-        cmd = [sys.executable, "-m", "tuner", "sweep", "--space", space, "--scale", scale, "--seed", str(seed),
-               "--name", name]
-        cmd += ["--samples", str(samples)] if samples else []
-        cmd += ["--set", *overrides] if overrides else []
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TUNER_RESULTS": str(workdir / "results"),
-               "RAY_TMPDIR": str(workdir / "ray")}
-        start = time.time()
-        done = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, cwd=ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")
-        print(f"  sweep {name}: {time.time() - start:.0f} s", flush=True)
-    return pd.read_parquet(table)
+    args = ["--scale", scale, "--seed", str(seed)]
+    args += ["--samples", str(samples)] if samples else []
+    args += ["--set", *overrides] if overrides else []
+    start = time.time()
+    trials = sweep_trials(workdir, space, name, args)
+    print(f"  sweep {name}: {time.time() - start:.0f} s", flush=True)
+    return trials
 
 
 def unpruned_curve(family_name: str, row: pd.Series, workdir: Path) -> list[float]:
