@@ -13,7 +13,7 @@ late (its first budget − K evaluations): the best any sampler can do under a m
 evaluations on the prior and then hands every later one to an unhindered TPE.
 
     OMP_NUM_THREADS=1 python benchmarks/samplers_synthetic.py [--seeds 20] [--budget 100]
-        [--spaces hartmann3_good ...] [--methods tpe fixed adaptive tree ...] [--late-tpe 1 5 10]
+        [--spaces hartmann3_good ...] [--methods tpe fixed adaptive tree ...] [--late-tpe 1 5 10] [--first-seed 20]
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_arguments(parser, METHODS)
     parser.add_argument("--late-tpe", nargs="*", type=int, default=[], metavar="K")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds FIRST .. FIRST + seeds - 1 (e.g. 20: held out from the default 0..19)")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     checkpoints = [c for c in CHECKPOINTS if c < args.budget] + [args.budget]
     header = (f"| space | method | evals to regret ≤ {SOLVED_REGRET} (median, IQR) | solved | "
               + " | ".join(f"regret @{c}" for c in checkpoints) + " |")
@@ -87,14 +90,14 @@ def main() -> None:
     for name in args.spaces:
         space = load_space(name)
         for method in args.methods:
-            curves = np.array([regret_curve(space, method, seed, args.budget) for seed in range(args.seeds)])
+            curves = np.array([regret_curve(space, method, seed, args.budget) for seed in seeds])
             solved = curves <= SOLVED_REGRET
             hits = [int(np.argmax(row)) + 1 for row in solved if row.any()]
             q1, med, q3 = np.percentile(hits, [25, 50, 75]) if hits else (np.nan,) * 3
             at = " | ".join(f"{np.median(curves[:, c - 1]):.3f}" for c in checkpoints)
             print(f"| {name} | {method} | {med:.0f} ({q1:.0f}–{q3:.0f}) | {len(hits)}/{args.seeds} | {at} |", flush=True)
         if args.late_tpe:
-            tpe = np.array([regret_curve(space, "tpe", seed, args.budget) for seed in range(args.seeds)])
+            tpe = np.array([regret_curve(space, "tpe", seed, args.budget) for seed in seeds])
             late = ", ".join(f"{k} late: {int((tpe[:, :args.budget - k] <= SOLVED_REGRET).any(1).sum())}"
                              for k in args.late_tpe)
             print(f"| {name} | plain TPE started K evaluations late, seeds solved by {args.budget} | {late} |")
