@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainables.emma import picard
 from trainables.emma.data import batches, train_set, val_set
 from trainables.emma.metrics import prototype_cos
 from trainables.emma.model import EmmaModel, WriteControl, bind, normalize, unbind
@@ -16,6 +17,16 @@ SMALL = {"seq_len": 48, "train_size": 6, "val_size": 8, "mem_dim": 32, "memory_s
          "memory_k_top": 3, "hid_dim": 16, "emb_dim": 8, "num_values": 8, "vocab_extra": 10, "n_pairs": 2,
          "cleanup_blend_raw": 0.7, "cleanup_blend_clean": 0.3, "write_norm_clip": 0.5, "write_strength": 0.5,
          "write_decay": 0.9}
+
+
+@pytest.fixture(params=["cpp", "eager"])
+def picard_kernel(request, monkeypatch):
+    """The Picard chain as the C++ kernel (which must build here: a C++ compiler and ninja) or the eager loop."""
+    if request.param == "eager":
+        monkeypatch.setattr(picard, "kernels", lambda: None)
+    else:
+        assert picard.kernels() is not None, "the C++ Picard kernel did not build (see the warning)"
+    return request.param
 
 
 def test_bind_unbind_round_trip():
@@ -34,7 +45,7 @@ def loss_of(logits_main, logits_aux, v_pred_write, protos, y):
 @pytest.mark.parametrize("update", ["residual", "contractive"])
 @pytest.mark.parametrize(("shared", "alpha", "deq_tol"), [(False, 0.0, 1e-4), (False, 0.4, 1e-4), (True, 0.0, 1e-4),
                                                         (True, 0.4, 1e-4), (False, 0.4, 0.1)])
-def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, deq_tol, update):
+def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, deq_tol, update, picard_kernel):
     torch.set_default_dtype(torch.float64)
     try:
         s = EmmaSettings(**SMALL, memory_mode="shared" if shared else "per_sequence", deq_tol=deq_tol,
@@ -61,7 +72,7 @@ def test_batched_model_equals_per_item_loop_values_and_gradients(shared, alpha, 
         torch.set_default_dtype(torch.float32)
 
 
-def test_contractive_update_reaches_a_fixed_point_and_residual_update_integrates():
+def test_contractive_update_reaches_a_fixed_point_and_residual_update_integrates(picard_kernel):
     """Long sequence, many Picard iterations, no early exit: with `contractive` z*_t is a fixed point of the
     reference-style f (z* = f(z*), f without the z term) and |z*| stays bounded; with `residual` z integrates."""
     s = EmmaSettings(**{**SMALL, "seq_len": 256}, deq_max_iter=40, deq_tol=0.0)
@@ -87,6 +98,32 @@ def test_contractive_update_reaches_a_fixed_point_and_residual_update_integrates
                 assert residual > 1e-2 and norms[-1] > 10 * norms[10]          # no fixed point: z keeps growing
         final[update] = float(norms[-1])
     assert final["residual"] > 20 * final["contractive"]
+
+
+@pytest.mark.parametrize("update", ["residual", "contractive"])
+def test_cpp_and_eager_picard_chains_agree_in_float32(update, monkeypatch):
+    """The training precision: the C++ kernel (MKL sgemm / vsTanh) and the eager loop give the same forward and
+    gradients, up to float32 rounding, with and without the early exit."""
+    s = EmmaSettings(**SMALL, deq_update=update, deq_tol=0.1)
+    batch = train_set(s, 0)
+    ctl = WriteControl(alpha=0.4, mem_scale=0.6, strength=0.5)
+    built = picard.kernels()
+    assert built is not None, "the C++ Picard kernel did not build (see the warning)"
+    runs = {}
+    for name, kernels in (("cpp", built), ("eager", None)):
+        monkeypatch.setattr(picard, "kernels", lambda k=kernels: k)
+        torch.manual_seed(0)
+        model = EmmaModel(s).eval()
+        out = model(batch, ctl, batch.target)
+        loss_of(out.logits_main, out.logits_aux, out.v_pred_write, model.prototypes(), batch.target).backward()
+        runs[name] = (out, {n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    (cpp, cpp_grads), (eager, eager_grads) = runs["cpp"], runs["eager"]
+    assert cpp.fp_iters == eager.fp_iters and cpp.fp_iters < s.deq_max_iter      # the same early exits
+    assert torch.allclose(cpp.logits_main, eager.logits_main, atol=1e-5)
+    assert torch.allclose(cpp.logits_aux, eager.logits_aux, atol=1e-5)
+    assert cpp_grads.keys() == eager_grads.keys()
+    for name, grad in cpp_grads.items():
+        assert torch.allclose(grad, eager_grads[name], rtol=1e-4, atol=1e-6), name
 
 
 def test_bad_deq_update_names_the_field_and_the_choices():

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
+from trainables.emma import picard
 from trainables.emma.data import Batch
 from trainables.emma.settings import EmmaSettings, n_classes, vocab_size
 
@@ -189,6 +190,61 @@ class LiquidCell(nn.Module):
         return wz, wh, torch.cat([self.w_in.bias, self.w_tau.bias])
 
 
+def _picard_forward(c: torch.Tensor, iterates: torch.Tensor, gates: torch.Tensor, zs: torch.Tensor, w1z: torch.Tensor,
+                    w2: torch.Tensor, b2: torch.Tensor, keep: float, max_iter: int, tol: float, store: bool
+                    ) -> tuple[list[int], float]:
+    """The Picard iterations of every token, eagerly: `picard.cpp`'s `deq_forward` where that is not built or the
+    tensors are on a GPU. c (T, B, H) time-major; iterates[0] = z_0; writes every iterate and gate when `store`
+    (iteration n's input is iterates[n], its output iterates[n + 1]), else reuses slot 0; zs[t] = z*_t.
+    Returns the iterations per token and the last max-abs step."""
+    step = zs.new_empty(zs.shape[1:])                                    # z_{i+1} - z_i
+    z_at, g_at = iterates.unbind(0), gates.unbind(0)                     # views made once (1.5 us each)
+    counts, n = [], 0
+    for t, ct in enumerate(c.unbind(0)):
+        for i in range(max_iter):
+            z_in, g = z_at[n], g_at[n if store else 0]
+            torch.addmm(ct, z_in, w1z, out=g).tanh_()
+            torch.addmm(b2, g, w2, out=step)                             # g_i W2 + b2 = z_{i+1} - z_i if keep = 1
+            if keep != 1:
+                step.add_(z_in, alpha=keep - 1)                          # z_{i+1} - z_i = g_i W2 + b2 - (1 - keep) z_i
+            if store:
+                n += 1
+            torch.add(z_in, step, out=z_at[n])
+            if 0 < tol and i + 1 < max_iter and float(step.abs().max()) < tol:   # the last one stops anyway
+                break
+        counts.append(i + 1)
+        zs[t].copy_(z_at[n])
+    return counts, float(torch.linalg.vector_norm(step, ord=math.inf))
+
+
+def _picard_backward(into_z: torch.Tensor, gates: torch.Tensor, counts: list[int], w1z: torch.Tensor, w2: torch.Tensor,
+                     keep: float, d_a: torch.Tensor, d_step: torch.Tensor) -> torch.Tensor:
+    """BPTT through every Picard iteration, eagerly (`picard.cpp`'s `deq_backward`): into_z[t] is d loss / d z*_t from
+    outside the DEQ; writes d loss / d a_i into d_a and d loss / d z_{i+1} into d_step; returns d loss / d z_0."""
+    w2t, w1zt = w2.T.contiguous(), w1z.T.contiguous()                   # contiguous: 2x faster matmuls
+    gate_grad = 1 - gates * gates                                        # tanh' = 1 - g^2, every iteration
+    da_at, ds_at, gg_at = d_a.unbind(0), d_step.unbind(0), gate_grad.unbind(0)
+    dz_next, k = torch.zeros_like(into_z[0]), len(gates)
+    for t in range(len(counts) - 1, -1, -1):
+        first = k - counts[t]
+        torch.add(into_z[t], dz_next, out=ds_at[k - 1])
+        for j in range(k - 1, first - 1, -1):
+            torch.mm(ds_at[j], w2t, out=da_at[j]).mul_(gg_at[j])
+            if j > first:                                                # dz_j = keep dz_{j+1} + da_j W1z^T
+                torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep, out=ds_at[j - 1])
+            else:                                                        # z_0 of token t = z*_{t-1}
+                dz_next = torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep)
+        k = first
+    return dz_next
+
+
+def _fused(x: torch.Tensor):
+    """The C++ Picard kernels for these tensors, or None (GPU tensors, other dtypes, or not built)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return picard.kernels()
+
+
 class Recurrence(torch.autograd.Function):
     """The per-token recurrence over a segment as one autograd node, with a hand-written backward.
 
@@ -200,9 +256,11 @@ class Recurrence(torch.autograd.Function):
     would compute (tests compare it with an autograd-only loop), with the weight gradients summed in one
     matmul per weight at the end instead of one autograd node per operation.
 
-    Every Picard iterate z_i and gate g_i of the segment is written in place into one preallocated
-    (iterations, B, .) buffer (the backward's inputs need no stacking), and the backward writes its
-    per-iteration gradients the same way; iteration n's input is z[n], its output z[n + 1].
+    z*_t does not depend on h, so the Picard chain of the whole segment runs first (`picard.cpp` on the CPU,
+    `_picard_forward` otherwise), then the liquid cell, whose z-part is one matmul over all tokens. Backward
+    mirrors it: the liquid chain first, then the Picard chain with what reaches each z*_t from outside.
+    Every Picard iterate z_i and gate g_i of the segment is written into one preallocated (iterations, B, .)
+    buffer, and the backward writes its per-iteration gradients the same way.
     """
 
     @staticmethod
@@ -213,40 +271,30 @@ class Recurrence(torch.autograd.Function):
         capacity = n_tok * max_iter if store else 1          # without a backward, one slot is reused
         iterates = z.new_empty(capacity + 1, b, d)              # z_0 of every iteration, then the last output
         gates = c.new_empty(capacity, b, hidden)
-        step = z.new_empty(b, d)                                 # z_{i+1} - z_i
         zs, hs = z.new_empty(n_tok, b, d), h.new_empty(n_tok + 1, b, d)
-        liquid_in = z.new_empty(n_tok, b, 2 * d)                # [pre; tau_arg] of every token
         tanh_pre, tau, h_raw = (z.new_empty(n_tok, b, d) for _ in range(3))
         iterates[0], hs[0] = z, h
-        z_at, g_at, h_at = iterates.unbind(0), gates.unbind(0), hs.unbind(0)   # views made once (1.5 us each)
-        counts, n = [], 0
-        for t, ct in enumerate(c.transpose(0, 1).contiguous().unbind(0)):   # time-major: contiguous rows
-            for i in range(max_iter):
-                z_in, g = z_at[n], g_at[n]
-                torch.addmm(ct, z_in, w1z, out=g).tanh_()
-                torch.addmm(b2, g, w2, out=step)                     # g_i W2 + b2 = z_{i+1} - z_i if keep = 1
-                if keep != 1:
-                    step.add_(z_in, alpha=keep - 1)                  # z_{i+1} - z_i = g_i W2 + b2 - (1 - keep) z_i
-                if store:
-                    n += 1
-                torch.add(z_in, step, out=z_at[n])
-                if 0 < tol and i + 1 < max_iter and float(step.abs().max()) < tol:   # the last one stops anyway
-                    break
-            counts.append(i + 1)
-            z, h = z_at[n], h_at[t]
-            zs[t].copy_(z)
-            pre, arg = torch.addmm(lb, z, lz, out=liquid_in[t]).addmm_(h, lh).chunk(2, dim=1)
+        kernels = _fused(c)
+        solve = kernels.deq_forward if kernels is not None else _picard_forward
+        counts, residual = solve(c.transpose(0, 1).contiguous(), iterates, gates, zs, w1z, w2, b2, keep, max_iter,
+                                 tol, store)
+        liquid_in = torch.addmm(lb, zs.flatten(0, 1), lz).view(n_tok, b, 2 * d)   # [pre; tau_arg], z-part and bias
+        h_at = hs.unbind(0)
+        for t in range(n_tok):
+            h = h_at[t]
+            pre, arg = liquid_in[t].addmm_(h, lh).chunk(2, dim=1)
             th = torch.tanh(pre, out=tanh_pre[t])
             tau_t = torch.add(F.softplus(arg), TAU_MIN + EPS, out=tau[t])
             raw = torch.add(h, th - h / tau_t, out=h_raw[t])                 # h + dt (-h / tau + pre), dt = 1
             torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6, out=h_at[t + 1]).clamp_(-1e3, 1e3)
             if on_step is not None:
-                on_step(t, z, h_at[t + 1])
-        stats = torch.tensor([float(sum(counts)), float(torch.linalg.vector_norm(step, ord=math.inf))])
+                on_step(t, zs[t], h_at[t + 1])
+        stats = torch.tensor([float(sum(counts)), residual])
         if store:
+            n = sum(counts)
             ctx.save_for_backward(w1z, w2, lz, lh)
             ctx.keep = keep
-            ctx.buffers = (iterates[:n], gates[:n], counts, tanh_pre, tau, liquid_in[..., d:], h_raw, hs[:-1], zs)
+            ctx.buffers = (iterates[:n], gates[:n], list(counts), tanh_pre, tau, liquid_in[..., d:], h_raw, hs[:-1], zs)
         ctx.mark_non_differentiable(stats)
         return zs.transpose(0, 1).contiguous(), hs[1:].transpose(0, 1).contiguous(), stats
 
@@ -254,38 +302,27 @@ class Recurrence(torch.autograd.Function):
     def backward(ctx, d_zs, d_hs, _d_stats):
         w1z, w2, lz, lh = ctx.saved_tensors
         z_in, gates, counts, tanh_pre, tau, tau_arg, h_raw, h_prev, zs = ctx.buffers
-        n_tok, n_iter = len(counts), len(gates)
-        gate_grad = 1 - gates * gates                                        # tanh' = 1 - g^2, every iteration
+        n_tok, (_, b, d) = len(counts), tanh_pre.shape
         keep = ((h_raw >= -1e3) & (h_raw <= 1e3)).to(h_raw.dtype)            # clamp / nan_to_num block the rest
         pre_grad = (1 - tanh_pre * tanh_pre) * keep                          # d h / d pre
         arg_grad = h_prev / (tau * tau) * torch.sigmoid(tau_arg) * keep      # d h / d tau_arg
         h_grad = (1 - 1 / tau) * keep                                        # d h / d h_prev
-        d_zs_t, d_hs_t = d_zs.transpose(0, 1).contiguous(), d_hs.transpose(0, 1).contiguous()
-        w2t, w1zt, lzt, lht = (w.T.contiguous() for w in (w2, w1z, lz, lh))   # contiguous: 2x faster matmuls
-        d_a = gates.new_empty(gates.shape)                                   # d loss / d a_i, every iteration
-        d_step = z_in.new_empty(z_in.shape)                                  # d loss / d z_{i+1}, every iteration
-        keep = ctx.keep                                                      # z_{i+1} = keep z_i + g_i W2 + b2
-        _, b, d = tanh_pre.shape
+        d_hs_t, lht = d_hs.transpose(0, 1), lh.T.contiguous()
         d_liq = tanh_pre.new_empty(n_tok, b, 2 * d)                          # d loss / d [pre; tau_arg], every token
-        dz_next, dh_next = torch.zeros_like(d_zs_t[0]), torch.zeros_like(d_hs_t[0])
-        da_at, ds_at, gg_at = d_a.unbind(0), d_step.unbind(0), gate_grad.unbind(0)   # views made once
-        k = n_iter
-        for t in range(n_tok - 1, -1, -1):
+        dh_next = torch.zeros_like(d_hs_t[0])
+        for t in range(n_tok - 1, -1, -1):                                   # the liquid chain: h_{t-1} -> h_t
             dh = d_hs_t[t] + dh_next
             dl = d_liq[t]
             torch.mul(dh, pre_grad[t], out=dl[:, :d])
             torch.mul(dh, arg_grad[t], out=dl[:, d:])
-            first = k - counts[t]
-            torch.addmm(d_zs_t[t] + dz_next, dl, lzt, out=ds_at[k - 1])
             dh_next = torch.addmm(dh * h_grad[t], dl, lht)
-            for j in range(k - 1, first - 1, -1):
-                torch.mm(ds_at[j], w2t, out=da_at[j]).mul_(gg_at[j])
-                if j > first:                                                # dz_j = keep dz_{j+1} + da_j W1z^T
-                    torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep, out=ds_at[j - 1])
-                else:                                                        # z_0 of token t = z*_{t-1}
-                    dz_next = torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep)
-            k = first
-        d_a_all, d_step_all, d_liq_all = d_a.flatten(0, 1), d_step.flatten(0, 1), d_liq.flatten(0, 1)
+        d_liq_all = d_liq.flatten(0, 1)
+        into_z = torch.addmm(d_zs.transpose(0, 1).reshape(n_tok * b, d), d_liq_all, lz.T).view(n_tok, b, d)
+        d_a, d_step = gates.new_empty(gates.shape), z_in.new_empty(z_in.shape)   # per iteration: d a_i, d z_{i+1}
+        kernels = _fused(gates)
+        chain = kernels.deq_backward if kernels is not None else _picard_backward
+        dz0 = chain(into_z, gates, counts, w1z, w2, ctx.keep, d_a, d_step)
+        d_a_all, d_step_all = d_a.flatten(0, 1), d_step.flatten(0, 1)
         d_c = None
         if ctx.needs_input_grad[0]:
             token = torch.repeat_interleave(torch.arange(n_tok), torch.tensor(counts))
@@ -294,7 +331,7 @@ class Recurrence(torch.autograd.Function):
         d_w2 = gates.flatten(0, 1).T @ d_step_all
         d_lz = zs.flatten(0, 1).T @ d_liq_all
         d_lh = h_prev.flatten(0, 1).T @ d_liq_all
-        return (d_c, dz_next, dh_next, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
+        return (d_c, dz0, dh_next, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
                 None, None, None, None)
 
 
