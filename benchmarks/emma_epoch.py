@@ -5,7 +5,8 @@
 Both sides train the same model (same initialisation, AdamW, gradient clip 1.0) on the same 512 + 64
 sequences (L = 256, batch 16, epoch 1 = oracle warm-start writes):
 - batched: `trainables.emma.train.run` for one epoch (per-sequence memory, then the reference's shared
-  memory), including both validation passes (assisted and honest);
+  memory), including both validation passes (assisted and honest); the Picard chain runs in the C++ kernel
+  (`trainables/emma/picard.cpp`, built before any timing), and once more in the eager loop for comparison;
 - reference-style: `trainables.emma.reference.reference_forward` — every token through the modules,
   spectral norm recomputed per DEQ call, v_pred at every token, per-item memory writes and reads in
   Python — plus the same loss, backward and step, and one (no-grad) validation pass.
@@ -28,6 +29,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from trainables.emma import picard
 from trainables.emma.data import batches, train_set, val_set
 from trainables.emma.model import EmmaModel, WriteControl
 from trainables.emma.reference import reference_forward
@@ -118,9 +120,19 @@ def main() -> None:
     start = time.perf_counter()
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])            # the one-off torch._dynamo import
     print(f"warm-up (first AdamW: torch._dynamo import), not timed below: {time.perf_counter() - start:.2f} s")
+    start = time.perf_counter()
+    kernels = picard.kernels()
+    print(f"C++ Picard kernel: {'built or loaded' if kernels else 'NOT AVAILABLE, eager loop'} in "
+          f"{time.perf_counter() - start:.1f} s, not timed below")
     seconds, cpu, report = batched_epoch(quick)
     print(f"batched, per-sequence memory: {seconds:6.2f} s/epoch wall, {cpu:6.2f} s CPU "
           f"(train loss {report['train_loss']:.3f})")
+    if kernels is not None:
+        picard.kernels = lambda: None
+        eager_seconds, eager_cpu, eager_report = batched_epoch(quick)
+        picard.kernels = lambda: kernels
+        print(f"  the same, eager Picard loop: {eager_seconds:6.2f} s/epoch wall, {eager_cpu:6.2f} s CPU "
+              f"(train loss {eager_report['train_loss']:.3f}); kernel speed-up {eager_seconds / seconds:.2f}x")
     floor, rate = matmul_floor(quick, report["train_avg_fp_iters"])
     print(f"matmul floor of that epoch: {floor:6.2f} s CPU at {rate:.0f} GFLOP/s ({args.threads} thread(s)); the "
           f"rest is elementwise ops, Python and allocation")

@@ -238,6 +238,36 @@ def _picard_backward(into_z: torch.Tensor, gates: torch.Tensor, counts: list[int
     return dz_next
 
 
+def _liquid_forward(liquid_in: torch.Tensor, hs: torch.Tensor, lh: torch.Tensor, tanh_pre: torch.Tensor,
+                    tau: torch.Tensor, h_raw: torch.Tensor, tau_offset: float) -> None:
+    """The liquid cell over every token, eagerly (`picard.cpp`'s `liquid_forward`): liquid_in[t] holds z*_t's part
+    of [pre; tau_arg] and the bias; adds h_{t-1}'s part and writes tanh(pre), tau, the raw h_t and hs[t + 1]."""
+    h_at = hs.unbind(0)
+    for t in range(len(liquid_in)):
+        h = h_at[t]
+        pre, arg = liquid_in[t].addmm_(h, lh).chunk(2, dim=1)
+        th = torch.tanh(pre, out=tanh_pre[t])
+        tau_t = torch.add(F.softplus(arg), tau_offset, out=tau[t])
+        raw = torch.add(h, th - h / tau_t, out=h_raw[t])                     # h + dt (-h / tau + pre), dt = 1
+        torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6, out=h_at[t + 1]).clamp_(-1e3, 1e3)
+
+
+def _liquid_backward(d_hs: torch.Tensor, pre_grad: torch.Tensor, arg_grad: torch.Tensor, h_grad: torch.Tensor,
+                     lh: torch.Tensor, d_liq: torch.Tensor) -> torch.Tensor:
+    """BPTT through the liquid cell, eagerly (`picard.cpp`'s `liquid_backward`): d_hs (T, B, d) time-major; writes
+    d loss / d [pre; tau_arg] of every token into d_liq and returns d loss / d h_0."""
+    d = d_hs.shape[-1]
+    lht = lh.T.contiguous()
+    dh_next = torch.zeros_like(d_hs[0])
+    for t in range(len(d_hs) - 1, -1, -1):
+        dh = d_hs[t] + dh_next
+        dl = d_liq[t]
+        torch.mul(dh, pre_grad[t], out=dl[:, :d])
+        torch.mul(dh, arg_grad[t], out=dl[:, d:])
+        dh_next = torch.addmm(dh * h_grad[t], dl, lht)
+    return dh_next
+
+
 def _fused(x: torch.Tensor):
     """The C++ Picard kernels for these tensors, or None (GPU tensors, other dtypes, or not built)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
@@ -256,9 +286,10 @@ class Recurrence(torch.autograd.Function):
     would compute (tests compare it with an autograd-only loop), with the weight gradients summed in one
     matmul per weight at the end instead of one autograd node per operation.
 
-    z*_t does not depend on h, so the Picard chain of the whole segment runs first (`picard.cpp` on the CPU,
-    `_picard_forward` otherwise), then the liquid cell, whose z-part is one matmul over all tokens. Backward
-    mirrors it: the liquid chain first, then the Picard chain with what reaches each z*_t from outside.
+    z*_t does not depend on h, so the Picard chain of the whole segment runs first, then the liquid cell, whose
+    z-part is one matmul over all tokens. Backward mirrors it: the liquid chain first, then the Picard chain with
+    what reaches each z*_t from outside. Both chains run in `picard.cpp` on the CPU (`_fused`), in the eager
+    `_picard_*` / `_liquid_*` loops otherwise.
     Every Picard iterate z_i and gate g_i of the segment is written into one preallocated (iterations, B, .)
     buffer, and the backward writes its per-iteration gradients the same way.
     """
@@ -279,16 +310,11 @@ class Recurrence(torch.autograd.Function):
         counts, residual = solve(c.transpose(0, 1).contiguous(), iterates, gates, zs, w1z, w2, b2, keep, max_iter,
                                  tol, store)
         liquid_in = torch.addmm(lb, zs.flatten(0, 1), lz).view(n_tok, b, 2 * d)   # [pre; tau_arg], z-part and bias
-        h_at = hs.unbind(0)
-        for t in range(n_tok):
-            h = h_at[t]
-            pre, arg = liquid_in[t].addmm_(h, lh).chunk(2, dim=1)
-            th = torch.tanh(pre, out=tanh_pre[t])
-            tau_t = torch.add(F.softplus(arg), TAU_MIN + EPS, out=tau[t])
-            raw = torch.add(h, th - h / tau_t, out=h_raw[t])                 # h + dt (-h / tau + pre), dt = 1
-            torch.nan_to_num(raw, nan=0.0, posinf=1e6, neginf=-1e6, out=h_at[t + 1]).clamp_(-1e3, 1e3)
-            if on_step is not None:
-                on_step(t, zs[t], h_at[t + 1])
+        liquid = kernels.liquid_forward if kernels is not None else _liquid_forward
+        liquid(liquid_in, hs, lh, tanh_pre, tau, h_raw, TAU_MIN + EPS)
+        if on_step is not None:                                          # nothing it does feeds back into z or h
+            for t in range(n_tok):
+                on_step(t, zs[t], hs[t + 1])
         stats = torch.tensor([float(sum(counts)), residual])
         if store:
             n = sum(counts)
@@ -307,19 +333,13 @@ class Recurrence(torch.autograd.Function):
         pre_grad = (1 - tanh_pre * tanh_pre) * keep                          # d h / d pre
         arg_grad = h_prev / (tau * tau) * torch.sigmoid(tau_arg) * keep      # d h / d tau_arg
         h_grad = (1 - 1 / tau) * keep                                        # d h / d h_prev
-        d_hs_t, lht = d_hs.transpose(0, 1), lh.T.contiguous()
+        kernels = _fused(gates)
         d_liq = tanh_pre.new_empty(n_tok, b, 2 * d)                          # d loss / d [pre; tau_arg], every token
-        dh_next = torch.zeros_like(d_hs_t[0])
-        for t in range(n_tok - 1, -1, -1):                                   # the liquid chain: h_{t-1} -> h_t
-            dh = d_hs_t[t] + dh_next
-            dl = d_liq[t]
-            torch.mul(dh, pre_grad[t], out=dl[:, :d])
-            torch.mul(dh, arg_grad[t], out=dl[:, d:])
-            dh_next = torch.addmm(dh * h_grad[t], dl, lht)
+        liquid = kernels.liquid_backward if kernels is not None else _liquid_backward
+        dh0 = liquid(d_hs.transpose(0, 1).contiguous(), pre_grad, arg_grad, h_grad, lh, d_liq)
         d_liq_all = d_liq.flatten(0, 1)
         into_z = torch.addmm(d_zs.transpose(0, 1).reshape(n_tok * b, d), d_liq_all, lz.T).view(n_tok, b, d)
         d_a, d_step = gates.new_empty(gates.shape), z_in.new_empty(z_in.shape)   # per iteration: d a_i, d z_{i+1}
-        kernels = _fused(gates)
         chain = kernels.deq_backward if kernels is not None else _picard_backward
         dz0 = chain(into_z, gates, counts, w1z, w2, ctx.keep, d_a, d_step)
         d_a_all, d_step_all = d_a.flatten(0, 1), d_step.flatten(0, 1)
@@ -331,7 +351,7 @@ class Recurrence(torch.autograd.Function):
         d_w2 = gates.flatten(0, 1).T @ d_step_all
         d_lz = zs.flatten(0, 1).T @ d_liq_all
         d_lh = h_prev.flatten(0, 1).T @ d_liq_all
-        return (d_c, dz0, dh_next, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
+        return (d_c, dz0, dh0, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
                 None, None, None, None)
 
 

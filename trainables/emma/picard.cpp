@@ -1,9 +1,12 @@
-// The DEQ's Picard chain on the CPU, forward and backward, as plain loops around BLAS calls (trainables/emma/picard.py).
+// EMMA's per-token recurrence on the CPU, forward and backward, as plain loops around MKL calls
+// (trainables/emma/picard.py): the DEQ's Picard chain and the liquid cell.
 //
 // Per Picard iteration the eager loop makes ~6 ATen calls on 16 x 256 tensors; each costs 2-6 us of dispatch,
 // allocation and bookkeeping against ~8 us for the matmul itself. Here an iteration is two gemm calls (MKL's,
 // which torch's CPU build exports: the same kernels `torch.addmm` reaches), one vector tanh (MKL VML) and one
-// fused elementwise pass. Row-major tensors throughout; `mm` maps them onto column-major BLAS.
+// fused elementwise pass; a liquid-cell step is one gemm, three VML calls and one pass. Row-major tensors
+// throughout; `mm` maps them onto column-major BLAS. Built with -ffp-contract=off: no fused multiply-adds the
+// eager loop does not make either.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -19,6 +22,10 @@ void dgemm_(const char*, const char*, const int*, const int*, const int*, const 
             const double*, const int*, const double*, double*, const int*);
 void vsTanh(int, const float*, float*);
 void vdTanh(int, const double*, double*);
+void vsExp(int, const float*, float*);
+void vdExp(int, const double*, double*);
+void vsLn(int, const float*, float*);
+void vdLn(int, const double*, double*);
 }
 
 namespace {
@@ -39,6 +46,10 @@ void gemm(char ta, int m, int n, int k, const double* a, int lda, const double* 
 
 void tanh_inplace(float* x, int n) { vsTanh(n, x, x); }
 void tanh_inplace(double* x, int n) { vdTanh(n, x, x); }
+void exp_of(const float* x, float* y, int n) { vsExp(n, x, y); }
+void exp_of(const double* x, double* y, int n) { vdExp(n, x, y); }
+void ln_of(const float* x, float* y, int n) { vsLn(n, x, y); }
+void ln_of(const double* x, double* y, int n) { vdLn(n, x, y); }
 
 // c (rows x n) = beta c + a (rows x k) w, with w (k x n) row-major, or w^T when w_transposed (w stored n x k).
 // Column-major view: c^T = op(w)^T a^T, i.e. gemm(op, m = n, n = rows, k).
@@ -124,6 +135,76 @@ torch::Tensor backward_impl(const torch::Tensor& into_z, const torch::Tensor& ga
   return dz0;
 }
 
+
+template <typename T>
+void liquid_forward_impl(torch::Tensor& liquid_in, torch::Tensor& hs, const torch::Tensor& lh, torch::Tensor& tanh_pre,
+                         torch::Tensor& tau, torch::Tensor& h_raw, double tau_offset) {
+  const int n_tok = liquid_in.size(0), b = liquid_in.size(1), d = hs.size(2);
+  const int bd = b * d;
+  T *in = liquid_in.data_ptr<T>(), *hp = hs.data_ptr<T>(), *thp = tanh_pre.data_ptr<T>(), *taup = tau.data_ptr<T>();
+  T* rawp = h_raw.data_ptr<T>();
+  const T* w = lh.data_ptr<T>();
+  const T offset = static_cast<T>(tau_offset);
+  std::vector<T> e(bd), one_plus(bd), ln_w(bd);
+  for (int t = 0; t < n_tok; ++t) {
+    T* x = in + static_cast<int64_t>(t) * 2 * bd;                 // [pre; tau_arg] per row, z-part and bias in
+    const T* h = hp + static_cast<int64_t>(t) * bd;
+    T *th = thp + static_cast<int64_t>(t) * bd, *ta = taup + static_cast<int64_t>(t) * bd;
+    T *raw = rawp + static_cast<int64_t>(t) * bd, *h_next = hp + static_cast<int64_t>(t + 1) * bd;
+    mm<T>(h, w, false, b, d, 2 * d, T(1), x);                      // + h_{t-1} [W_rec; W_tau_h]^T
+    for (int r = 0; r < b; ++r) {
+      std::memcpy(th + r * d, x + r * 2 * d, sizeof(T) * d);
+      std::memcpy(ta + r * d, x + r * 2 * d + d, sizeof(T) * d);
+    }
+    tanh_inplace(th, bd);                                          // tanh(pre)
+    for (int j = 0; j < bd; ++j) e[j] = std::min(std::max(ta[j], T(-80)), T(20));   // above 20 softplus is x; below
+                                                                    // -80 it is < 2e-35, lost in tau_min: keeps MKL
+                                                                    // off its slow overflow / underflow path
+    exp_of(e.data(), e.data(), bd);
+    for (int j = 0; j < bd; ++j) one_plus[j] = T(1) + e[j];
+    ln_of(one_plus.data(), ln_w.data(), bd);                               // log1p(e) = ln(1 + e) e / ((1 + e) - 1), exact
+    for (int j = 0; j < bd; ++j) {                                  // to a few ulp (MKL's vsLog1p is not exported)
+      const T log1p_e = one_plus[j] == T(1) ? e[j] : ln_w[j] * (e[j] / (one_plus[j] - T(1)));
+      const T softplus = ta[j] > T(20) ? ta[j] : log1p_e;           // softplus, torch's threshold 20
+      ta[j] = softplus + offset;                                   // tau = softplus(tau_arg) + tau_min
+      raw[j] = h[j] + (th[j] - h[j] / ta[j]);                      // h + dt (-h / tau + tanh(pre)), dt = 1
+      T v = raw[j];
+      if (std::isnan(v)) v = 0;
+      v = std::min(std::max(v, T(-1e3)), T(1e3));                  // nan_to_num, then clamp to +-1e3
+      h_next[j] = v;
+    }
+  }
+}
+
+template <typename T>
+torch::Tensor liquid_backward_impl(const torch::Tensor& d_hs, const torch::Tensor& pre_grad,
+                                   const torch::Tensor& arg_grad, const torch::Tensor& h_grad, const torch::Tensor& lh,
+                                   torch::Tensor& d_liq) {
+  const int n_tok = d_hs.size(0), b = d_hs.size(1), d = d_hs.size(2);
+  const int bd = b * d;
+  const T *dhs = d_hs.data_ptr<T>(), *pg = pre_grad.data_ptr<T>(), *ag = arg_grad.data_ptr<T>();
+  const T *hg = h_grad.data_ptr<T>(), *w = lh.data_ptr<T>();
+  T* dl = d_liq.data_ptr<T>();
+  auto dh0 = torch::zeros({b, d}, d_hs.options());
+  T* dh_next = dh0.data_ptr<T>();
+  std::vector<T> dh(bd);
+  for (int t = n_tok - 1; t >= 0; --t) {
+    const int64_t o = static_cast<int64_t>(t) * bd;
+    T* dlt = dl + 2 * o;
+    for (int r = 0; r < b; ++r) {
+      for (int j = 0; j < d; ++j) {
+        const int i = r * d + j;
+        dh[i] = dhs[o + i] + dh_next[i];                            // d loss / d h_t
+        dlt[r * 2 * d + j] = dh[i] * pg[o + i];                     // d / d pre
+        dlt[r * 2 * d + d + j] = dh[i] * ag[o + i];                 // d / d tau_arg
+        dh_next[i] = dh[i] * hg[o + i];                             // d h_t / d h_{t-1}, direct part
+      }
+    }
+    mm<T>(dlt, w, true, b, 2 * d, d, T(1), dh_next);               // + d[pre; tau_arg] [W_rec; W_tau_h]
+  }
+  return dh0;
+}
+
 void check(const std::vector<torch::Tensor>& tensors) {
   for (const auto& x : tensors) {
     TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "picard: CPU, contiguous tensors only");
@@ -155,7 +236,29 @@ torch::Tensor deq_backward(torch::Tensor into_z, torch::Tensor gates, std::vecto
   return backward_impl<float>(into_z, gates, counts, w1z, w2, keep, d_a, d_step);
 }
 
+void liquid_forward(torch::Tensor liquid_in, torch::Tensor hs, torch::Tensor lh, torch::Tensor tanh_pre,
+                    torch::Tensor tau, torch::Tensor h_raw, double tau_offset) {
+  check({liquid_in, hs, lh, tanh_pre, tau, h_raw});
+  if (hs.scalar_type() == torch::kDouble) {
+    return liquid_forward_impl<double>(liquid_in, hs, lh, tanh_pre, tau, h_raw, tau_offset);
+  }
+  TORCH_CHECK(hs.scalar_type() == torch::kFloat, "picard: float32 or float64");
+  liquid_forward_impl<float>(liquid_in, hs, lh, tanh_pre, tau, h_raw, tau_offset);
+}
+
+torch::Tensor liquid_backward(torch::Tensor d_hs, torch::Tensor pre_grad, torch::Tensor arg_grad, torch::Tensor h_grad,
+                              torch::Tensor lh, torch::Tensor d_liq) {
+  check({d_hs, pre_grad, arg_grad, h_grad, lh, d_liq});
+  if (d_hs.scalar_type() == torch::kDouble) {
+    return liquid_backward_impl<double>(d_hs, pre_grad, arg_grad, h_grad, lh, d_liq);
+  }
+  TORCH_CHECK(d_hs.scalar_type() == torch::kFloat, "picard: float32 or float64");
+  return liquid_backward_impl<float>(d_hs, pre_grad, arg_grad, h_grad, lh, d_liq);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("liquid_forward", &liquid_forward, "the liquid cell over every token, given z*_t's part of its input");
+  m.def("liquid_backward", &liquid_backward, "BPTT through the liquid cell: d loss / d h_0");
   m.def("deq_forward", &deq_forward, "Picard iterations of every token: (iterations per token, last max-abs step)");
   m.def("deq_backward", &deq_backward, "BPTT through every Picard iteration: d loss / d z_0");
 }

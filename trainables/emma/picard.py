@@ -1,9 +1,10 @@
-"""The DEQ's Picard chain on the CPU as a C++ extension (`picard.cpp`), built on first use.
+"""EMMA's per-token recurrence on the CPU as a C++ extension (`picard.cpp`), built on first use.
 
-`deq_forward` / `deq_backward` run the per-token Picard iterations and their BPTT with MKL's gemm and tanh
-called directly, the same kernels `torch.addmm` and `torch.tanh` reach, without the per-operation cost of eager
-PyTorch (notes/emma.md). `model.Recurrence` uses them for CPU tensors when `kernels()` has them, and its eager
-loop otherwise (CUDA, or a machine without a C++ compiler).
+`deq_forward` / `deq_backward` run the per-token Picard iterations and their BPTT, `liquid_forward` /
+`liquid_backward` the liquid cell's, with MKL's gemm and vector math called directly (the kernels `torch.addmm`
+and `torch.tanh` reach) and without the per-operation cost of eager PyTorch (notes/emma.md). `model.Recurrence`
+uses them for CPU tensors when `kernels()` has them, and its eager loops otherwise (CUDA, or a machine without a
+C++ compiler). Both give the same results up to float rounding (tests/test_emma_model.py).
 """
 
 from __future__ import annotations
