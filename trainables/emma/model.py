@@ -218,9 +218,10 @@ def _picard_forward(c: torch.Tensor, iterates: torch.Tensor, gates: torch.Tensor
 
 
 def _picard_backward(into_z: torch.Tensor, gates: torch.Tensor, counts: list[int], w1z: torch.Tensor, w2: torch.Tensor,
-                     keep: float, d_a: torch.Tensor, d_step: torch.Tensor) -> torch.Tensor:
+                     keep: float, d_a: torch.Tensor, d_step: torch.Tensor, d_c: torch.Tensor) -> torch.Tensor:
     """BPTT through every Picard iteration, eagerly (`picard.cpp`'s `deq_backward`): into_z[t] is d loss / d z*_t from
-    outside the DEQ; writes d loss / d a_i into d_a and d loss / d z_{i+1} into d_step; returns d loss / d z_0."""
+    outside the DEQ; writes d loss / d a_i into d_a, d loss / d z_{i+1} into d_step and d loss / d c_t (the sum of
+    its iterations' d a_i) into d_c; returns d loss / d z_0."""
     w2t, w1zt = w2.T.contiguous(), w1z.T.contiguous()                   # contiguous: 2x faster matmuls
     gate_grad = 1 - gates * gates                                        # tanh' = 1 - g^2, every iteration
     da_at, ds_at, gg_at = d_a.unbind(0), d_step.unbind(0), gate_grad.unbind(0)
@@ -234,6 +235,7 @@ def _picard_backward(into_z: torch.Tensor, gates: torch.Tensor, counts: list[int
                 torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep, out=ds_at[j - 1])
             else:                                                        # z_0 of token t = z*_{t-1}
                 dz_next = torch.addmm(ds_at[j], da_at[j], w1zt, beta=keep)
+        torch.sum(d_a[first:k], 0, out=d_c[t])
         k = first
     return dz_next
 
@@ -340,18 +342,15 @@ class Recurrence(torch.autograd.Function):
         d_liq_all = d_liq.flatten(0, 1)
         into_z = torch.addmm(d_zs.transpose(0, 1).reshape(n_tok * b, d), d_liq_all, lz.T).view(n_tok, b, d)
         d_a, d_step = gates.new_empty(gates.shape), z_in.new_empty(z_in.shape)   # per iteration: d a_i, d z_{i+1}
+        d_c = d_a.new_empty(n_tok, *d_a.shape[1:])                          # d loss / d c_t, every token
         chain = kernels.deq_backward if kernels is not None else _picard_backward
-        dz0 = chain(into_z, gates, counts, w1z, w2, ctx.keep, d_a, d_step)
+        dz0 = chain(into_z, gates, counts, w1z, w2, ctx.keep, d_a, d_step, d_c)
         d_a_all, d_step_all = d_a.flatten(0, 1), d_step.flatten(0, 1)
-        d_c = None
-        if ctx.needs_input_grad[0]:
-            token = torch.repeat_interleave(torch.arange(n_tok), torch.tensor(counts))
-            d_c = d_a.new_zeros(n_tok, *d_a.shape[1:]).index_add_(0, token.to(d_a.device), d_a).transpose(0, 1)
         d_w1z = z_in.flatten(0, 1).T @ d_a_all
         d_w2 = gates.flatten(0, 1).T @ d_step_all
         d_lz = zs.flatten(0, 1).T @ d_liq_all
         d_lh = h_prev.flatten(0, 1).T @ d_liq_all
-        return (d_c, dz0, dh0, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
+        return (d_c.transpose(0, 1), dz0, dh0, d_w1z, d_w2, d_step_all.sum(0), d_lz, d_lh, d_liq_all.sum(0),
                 None, None, None, None)
 
 

@@ -108,11 +108,11 @@ std::tuple<std::vector<int64_t>, double> forward_impl(const torch::Tensor& c, to
 template <typename T>
 torch::Tensor backward_impl(const torch::Tensor& into_z, const torch::Tensor& gates, const std::vector<int64_t>& counts,
                             const torch::Tensor& w1z, const torch::Tensor& w2, double keep, torch::Tensor& d_a,
-                            torch::Tensor& d_step) {
+                            torch::Tensor& d_step, torch::Tensor& d_c) {
   const int n_tok = into_z.size(0), b = into_z.size(1), d = into_z.size(2), hidden = gates.size(2);
   const int bd = b * d, bh = b * hidden;
   const T *inj = into_z.data_ptr<T>(), *gp = gates.data_ptr<T>(), *w1 = w1z.data_ptr<T>(), *w2p = w2.data_ptr<T>();
-  T *da = d_a.data_ptr<T>(), *ds = d_step.data_ptr<T>();
+  T *da = d_a.data_ptr<T>(), *ds = d_step.data_ptr<T>(), *dc = d_c.data_ptr<T>();
   auto dz0 = torch::zeros({b, d}, into_z.options());
   T* dz_next = dz0.data_ptr<T>();
   int64_t k = gates.size(0);
@@ -126,6 +126,12 @@ torch::Tensor backward_impl(const torch::Tensor& into_z, const torch::Tensor& ga
       const T* g = gp + it * bh;
       mm<T>(ds + it * bd, w2p, true, b, d, hidden, T(0), dai);                   // dz_{i+1} W2^T
       for (int j = 0; j < bh; ++j) dai[j] *= T(1) - g[j] * g[j];                 // * tanh'(a_i) = 1 - g_i^2
+      T* dct = dc + static_cast<int64_t>(t) * bh;                                // d c_t = sum_i da_i
+      if (it == k - 1) {
+        std::memcpy(dct, dai, sizeof(T) * bh);
+      } else {
+        for (int j = 0; j < bh; ++j) dct[j] += dai[j];
+      }
       T* below = it > first ? ds + (it - 1) * bd : dz_next;                      // z_0 of token t = z*_{t-1}
       std::memcpy(below, ds + it * bd, sizeof(T) * bd);
       mm<T>(dai, w1, true, b, hidden, d, static_cast<T>(keep), below);           // dz_i = keep dz_{i+1} + da_i W1z^T
@@ -227,13 +233,13 @@ std::tuple<std::vector<int64_t>, double> deq_forward(torch::Tensor c, torch::Ten
 }
 
 torch::Tensor deq_backward(torch::Tensor into_z, torch::Tensor gates, std::vector<int64_t> counts, torch::Tensor w1z,
-                           torch::Tensor w2, double keep, torch::Tensor d_a, torch::Tensor d_step) {
-  check({into_z, gates, w1z, w2, d_a, d_step});
+                           torch::Tensor w2, double keep, torch::Tensor d_a, torch::Tensor d_step, torch::Tensor d_c) {
+  check({into_z, gates, w1z, w2, d_a, d_step, d_c});
   if (into_z.scalar_type() == torch::kDouble) {
-    return backward_impl<double>(into_z, gates, counts, w1z, w2, keep, d_a, d_step);
+    return backward_impl<double>(into_z, gates, counts, w1z, w2, keep, d_a, d_step, d_c);
   }
   TORCH_CHECK(into_z.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  return backward_impl<float>(into_z, gates, counts, w1z, w2, keep, d_a, d_step);
+  return backward_impl<float>(into_z, gates, counts, w1z, w2, keep, d_a, d_step, d_c);
 }
 
 void liquid_forward(torch::Tensor liquid_in, torch::Tensor hs, torch::Tensor lh, torch::Tensor tanh_pre,
