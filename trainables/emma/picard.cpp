@@ -30,18 +30,17 @@ void vdLn(int, const double*, double*);
 
 namespace {
 
-void gemm(char ta, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta, float* c,
-          int ldc) {
+void gemm(int m, int n, int k, const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc) {
   const float one = 1.f;
   const char nt = 'N';
-  sgemm_(&ta, &nt, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc);
+  sgemm_(&nt, &nt, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc);
 }
 
-void gemm(char ta, int m, int n, int k, const double* a, int lda, const double* b, int ldb, double beta, double* c,
+void gemm(int m, int n, int k, const double* a, int lda, const double* b, int ldb, double beta, double* c,
           int ldc) {
   const double one = 1.;
   const char nt = 'N';
-  dgemm_(&ta, &nt, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc);
+  dgemm_(&nt, &nt, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, c, &ldc);
 }
 
 void tanh_inplace(float* x, int n) { vsTanh(n, x, x); }
@@ -51,15 +50,11 @@ void exp_of(const double* x, double* y, int n) { vdExp(n, x, y); }
 void ln_of(const float* x, float* y, int n) { vsLn(n, x, y); }
 void ln_of(const double* x, double* y, int n) { vdLn(n, x, y); }
 
-// c (rows x n) = beta c + a (rows x k) w, with w (k x n) row-major, or w^T when w_transposed (w stored n x k).
-// Column-major view: c^T = op(w)^T a^T, i.e. gemm(op, m = n, n = rows, k).
+// c (rows x n) = beta c + a (rows x k) w, w (k x n) row-major; in column-major terms c^T = w^T a^T. Transposed
+// weights come in as contiguous copies: MKL's small gemm is about 2x slower on a transposed operand.
 template <typename T>
-void mm(const T* a, const T* w, bool w_transposed, int rows, int k, int n, T beta, T* c) {
-  if (w_transposed) {
-    gemm('T', n, rows, k, w, k, a, k, beta, c, n);
-  } else {
-    gemm('N', n, rows, k, w, n, a, k, beta, c, n);
-  }
+void mm(const T* a, const T* w, int rows, int k, int n, T beta, T* c) {
+  gemm(n, rows, k, w, n, a, k, beta, c, n);
 }
 
 template <typename T>
@@ -82,10 +77,10 @@ std::tuple<std::vector<int64_t>, double> forward_impl(const torch::Tensor& c, to
       T* z = zp + n * bd;
       T* g = gp + (store ? n : 0) * bh;
       std::memcpy(g, cp + static_cast<int64_t>(t) * bh, sizeof(T) * bh);       // a_i = z_i W1z + c_t
-      mm<T>(z, w1, false, b, d, hidden, T(1), g);
+      mm<T>(z, w1, b, d, hidden, T(1), g);
       tanh_inplace(g, bh);                                                       // g_i = tanh(a_i)
       for (int r = 0; r < b; ++r) std::memcpy(step.data() + r * d, bias, sizeof(T) * d);
-      mm<T>(g, w2p, false, b, hidden, d, T(1), step.data());                     // g_i W2 + b2
+      mm<T>(g, w2p, b, hidden, d, T(1), step.data());                     // g_i W2 + b2
       T* z_next = zp + (store ? n + 1 : n) * bd;
       T largest = 0;
       for (int j = 0; j < bd; ++j) {
@@ -107,11 +102,11 @@ std::tuple<std::vector<int64_t>, double> forward_impl(const torch::Tensor& c, to
 
 template <typename T>
 torch::Tensor backward_impl(const torch::Tensor& into_z, const torch::Tensor& gates, const std::vector<int64_t>& counts,
-                            const torch::Tensor& w1z, const torch::Tensor& w2, double keep, torch::Tensor& d_a,
+                            const torch::Tensor& w1z_t, const torch::Tensor& w2_t, double keep, torch::Tensor& d_a,
                             torch::Tensor& d_step, torch::Tensor& d_c) {
   const int n_tok = into_z.size(0), b = into_z.size(1), d = into_z.size(2), hidden = gates.size(2);
   const int bd = b * d, bh = b * hidden;
-  const T *inj = into_z.data_ptr<T>(), *gp = gates.data_ptr<T>(), *w1 = w1z.data_ptr<T>(), *w2p = w2.data_ptr<T>();
+  const T *inj = into_z.data_ptr<T>(), *gp = gates.data_ptr<T>(), *w1t = w1z_t.data_ptr<T>(), *w2t = w2_t.data_ptr<T>();
   T *da = d_a.data_ptr<T>(), *ds = d_step.data_ptr<T>(), *dc = d_c.data_ptr<T>();
   auto dz0 = torch::zeros({b, d}, into_z.options());
   T* dz_next = dz0.data_ptr<T>();
@@ -124,7 +119,7 @@ torch::Tensor backward_impl(const torch::Tensor& into_z, const torch::Tensor& ga
     for (int64_t it = k - 1; it >= first; --it) {
       T* dai = da + it * bh;
       const T* g = gp + it * bh;
-      mm<T>(ds + it * bd, w2p, true, b, d, hidden, T(0), dai);                   // dz_{i+1} W2^T
+      mm<T>(ds + it * bd, w2t, b, d, hidden, T(0), dai);                  // dz_{i+1} W2^T
       for (int j = 0; j < bh; ++j) dai[j] *= T(1) - g[j] * g[j];                 // * tanh'(a_i) = 1 - g_i^2
       T* dct = dc + static_cast<int64_t>(t) * bh;                                // d c_t = sum_i da_i
       if (it == k - 1) {
@@ -134,7 +129,7 @@ torch::Tensor backward_impl(const torch::Tensor& into_z, const torch::Tensor& ga
       }
       T* below = it > first ? ds + (it - 1) * bd : dz_next;                      // z_0 of token t = z*_{t-1}
       std::memcpy(below, ds + it * bd, sizeof(T) * bd);
-      mm<T>(dai, w1, true, b, hidden, d, static_cast<T>(keep), below);           // dz_i = keep dz_{i+1} + da_i W1z^T
+      mm<T>(dai, w1t, b, hidden, d, static_cast<T>(keep), below);         // dz_i = keep dz_{i+1} + da_i W1z^T
     }
     k = first;
   }
@@ -157,7 +152,7 @@ void liquid_forward_impl(torch::Tensor& liquid_in, torch::Tensor& hs, const torc
     const T* h = hp + static_cast<int64_t>(t) * bd;
     T *th = thp + static_cast<int64_t>(t) * bd, *ta = taup + static_cast<int64_t>(t) * bd;
     T *raw = rawp + static_cast<int64_t>(t) * bd, *h_next = hp + static_cast<int64_t>(t + 1) * bd;
-    mm<T>(h, w, false, b, d, 2 * d, T(1), x);                      // + h_{t-1} [W_rec; W_tau_h]^T
+    mm<T>(h, w, b, d, 2 * d, T(1), x);                      // + h_{t-1} [W_rec; W_tau_h]^T
     for (int r = 0; r < b; ++r) {
       std::memcpy(th + r * d, x + r * 2 * d, sizeof(T) * d);
       std::memcpy(ta + r * d, x + r * 2 * d + d, sizeof(T) * d);
@@ -184,12 +179,12 @@ void liquid_forward_impl(torch::Tensor& liquid_in, torch::Tensor& hs, const torc
 
 template <typename T>
 torch::Tensor liquid_backward_impl(const torch::Tensor& d_hs, const torch::Tensor& pre_grad,
-                                   const torch::Tensor& arg_grad, const torch::Tensor& h_grad, const torch::Tensor& lh,
+                                   const torch::Tensor& arg_grad, const torch::Tensor& h_grad, const torch::Tensor& lh_t,
                                    torch::Tensor& d_liq) {
   const int n_tok = d_hs.size(0), b = d_hs.size(1), d = d_hs.size(2);
   const int bd = b * d;
   const T *dhs = d_hs.data_ptr<T>(), *pg = pre_grad.data_ptr<T>(), *ag = arg_grad.data_ptr<T>();
-  const T *hg = h_grad.data_ptr<T>(), *w = lh.data_ptr<T>();
+  const T *hg = h_grad.data_ptr<T>(), *w = lh_t.data_ptr<T>();
   T* dl = d_liq.data_ptr<T>();
   auto dh0 = torch::zeros({b, d}, d_hs.options());
   T* dh_next = dh0.data_ptr<T>();
@@ -206,7 +201,7 @@ torch::Tensor liquid_backward_impl(const torch::Tensor& d_hs, const torch::Tenso
         dh_next[i] = dh[i] * hg[o + i];                             // d h_t / d h_{t-1}, direct part
       }
     }
-    mm<T>(dlt, w, true, b, 2 * d, d, T(1), dh_next);               // + d[pre; tau_arg] [W_rec; W_tau_h]
+    mm<T>(dlt, w, b, 2 * d, d, T(1), dh_next);              // + d[pre; tau_arg] [W_rec; W_tau_h]
   }
   return dh0;
 }
@@ -232,14 +227,14 @@ std::tuple<std::vector<int64_t>, double> deq_forward(torch::Tensor c, torch::Ten
   return forward_impl<float>(c, iterates, gates, zs, w1z, w2, b2, keep, max_iter, tol, store);
 }
 
-torch::Tensor deq_backward(torch::Tensor into_z, torch::Tensor gates, std::vector<int64_t> counts, torch::Tensor w1z,
-                           torch::Tensor w2, double keep, torch::Tensor d_a, torch::Tensor d_step, torch::Tensor d_c) {
-  check({into_z, gates, w1z, w2, d_a, d_step, d_c});
+torch::Tensor deq_backward(torch::Tensor into_z, torch::Tensor gates, std::vector<int64_t> counts, torch::Tensor w1z_t,
+                           torch::Tensor w2_t, double keep, torch::Tensor d_a, torch::Tensor d_step, torch::Tensor d_c) {
+  check({into_z, gates, w1z_t, w2_t, d_a, d_step, d_c});
   if (into_z.scalar_type() == torch::kDouble) {
-    return backward_impl<double>(into_z, gates, counts, w1z, w2, keep, d_a, d_step, d_c);
+    return backward_impl<double>(into_z, gates, counts, w1z_t, w2_t, keep, d_a, d_step, d_c);
   }
   TORCH_CHECK(into_z.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  return backward_impl<float>(into_z, gates, counts, w1z, w2, keep, d_a, d_step, d_c);
+  return backward_impl<float>(into_z, gates, counts, w1z_t, w2_t, keep, d_a, d_step, d_c);
 }
 
 void liquid_forward(torch::Tensor liquid_in, torch::Tensor hs, torch::Tensor lh, torch::Tensor tanh_pre,
@@ -253,13 +248,13 @@ void liquid_forward(torch::Tensor liquid_in, torch::Tensor hs, torch::Tensor lh,
 }
 
 torch::Tensor liquid_backward(torch::Tensor d_hs, torch::Tensor pre_grad, torch::Tensor arg_grad, torch::Tensor h_grad,
-                              torch::Tensor lh, torch::Tensor d_liq) {
-  check({d_hs, pre_grad, arg_grad, h_grad, lh, d_liq});
+                              torch::Tensor lh_t, torch::Tensor d_liq) {
+  check({d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq});
   if (d_hs.scalar_type() == torch::kDouble) {
-    return liquid_backward_impl<double>(d_hs, pre_grad, arg_grad, h_grad, lh, d_liq);
+    return liquid_backward_impl<double>(d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq);
   }
   TORCH_CHECK(d_hs.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  return liquid_backward_impl<float>(d_hs, pre_grad, arg_grad, h_grad, lh, d_liq);
+  return liquid_backward_impl<float>(d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
