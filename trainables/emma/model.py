@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -202,7 +203,7 @@ def _picard_forward(c: torch.Tensor, iterates: torch.Tensor, gates: torch.Tensor
     counts, n = [], 0
     for t, ct in enumerate(c.unbind(0)):
         for i in range(max_iter):
-            z_in, g = z_at[n], g_at[n if store else 0]
+            z_in, g = z_at[n], g_at[n]                                   # without `store`, n stays 0
             torch.addmm(ct, z_in, w1z, out=g).tanh_()
             torch.addmm(b2, g, w2, out=step)                             # g_i W2 + b2 = z_{i+1} - z_i if keep = 1
             if keep != 1:
@@ -269,7 +270,7 @@ def _liquid_backward(d_hs: torch.Tensor, pre_grad: torch.Tensor, arg_grad: torch
     return dh_next
 
 
-def _fused(x: torch.Tensor):
+def _fused(x: torch.Tensor) -> ModuleType | None:
     """The C++ Picard kernels for these tensors, or None (GPU tensors, other dtypes, or not built)."""
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return None
