@@ -322,7 +322,7 @@ class Recurrence(torch.autograd.Function):
             n = sum(counts)
             ctx.save_for_backward(w1z, w2, lz, lh)
             ctx.keep = keep
-            ctx.buffers = (iterates[:n], gates[:n], list(counts), tanh_pre, tau, liquid_in[..., d:], h_raw, hs[:-1], zs)
+            ctx.buffers = (iterates[:n], gates[:n], counts, tanh_pre, tau, liquid_in[..., d:], h_raw, hs[:-1], zs)
         ctx.mark_non_differentiable(stats)
         return zs.transpose(0, 1).contiguous(), hs[1:].transpose(0, 1).contiguous(), stats
 

@@ -215,46 +215,39 @@ void check(const std::vector<torch::Tensor>& tensors) {
 
 }  // namespace
 
+// Entry points: float32 or float64, dispatched by torch's AT_DISPATCH_FLOATING_TYPES (which names a wrong dtype).
 std::tuple<std::vector<int64_t>, double> deq_forward(torch::Tensor c, torch::Tensor iterates, torch::Tensor gates,
                                                      torch::Tensor zs, torch::Tensor w1z, torch::Tensor w2,
                                                      torch::Tensor b2, double keep, int64_t max_iter, double tol,
                                                      bool store) {
   check({c, iterates, gates, zs, w1z, w2, b2});
-  if (c.scalar_type() == torch::kDouble) {
-    return forward_impl<double>(c, iterates, gates, zs, w1z, w2, b2, keep, max_iter, tol, store);
-  }
-  TORCH_CHECK(c.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  return forward_impl<float>(c, iterates, gates, zs, w1z, w2, b2, keep, max_iter, tol, store);
+  return AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "deq_forward", [&] {
+    return forward_impl<scalar_t>(c, iterates, gates, zs, w1z, w2, b2, keep, max_iter, tol, store);
+  });
 }
 
 torch::Tensor deq_backward(torch::Tensor into_z, torch::Tensor gates, std::vector<int64_t> counts, torch::Tensor w1z_t,
                            torch::Tensor w2_t, double keep, torch::Tensor d_a, torch::Tensor d_step, torch::Tensor d_c) {
   check({into_z, gates, w1z_t, w2_t, d_a, d_step, d_c});
-  if (into_z.scalar_type() == torch::kDouble) {
-    return backward_impl<double>(into_z, gates, counts, w1z_t, w2_t, keep, d_a, d_step, d_c);
-  }
-  TORCH_CHECK(into_z.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  return backward_impl<float>(into_z, gates, counts, w1z_t, w2_t, keep, d_a, d_step, d_c);
+  return AT_DISPATCH_FLOATING_TYPES(into_z.scalar_type(), "deq_backward", [&] {
+    return backward_impl<scalar_t>(into_z, gates, counts, w1z_t, w2_t, keep, d_a, d_step, d_c);
+  });
 }
 
 void liquid_forward(torch::Tensor liquid_in, torch::Tensor hs, torch::Tensor lh, torch::Tensor tanh_pre,
                     torch::Tensor tau, torch::Tensor h_raw, double tau_offset) {
   check({liquid_in, hs, lh, tanh_pre, tau, h_raw});
-  if (hs.scalar_type() == torch::kDouble) {
-    return liquid_forward_impl<double>(liquid_in, hs, lh, tanh_pre, tau, h_raw, tau_offset);
-  }
-  TORCH_CHECK(hs.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  liquid_forward_impl<float>(liquid_in, hs, lh, tanh_pre, tau, h_raw, tau_offset);
+  AT_DISPATCH_FLOATING_TYPES(hs.scalar_type(), "liquid_forward", [&] {
+    liquid_forward_impl<scalar_t>(liquid_in, hs, lh, tanh_pre, tau, h_raw, tau_offset);
+  });
 }
 
 torch::Tensor liquid_backward(torch::Tensor d_hs, torch::Tensor pre_grad, torch::Tensor arg_grad, torch::Tensor h_grad,
                               torch::Tensor lh_t, torch::Tensor d_liq) {
   check({d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq});
-  if (d_hs.scalar_type() == torch::kDouble) {
-    return liquid_backward_impl<double>(d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq);
-  }
-  TORCH_CHECK(d_hs.scalar_type() == torch::kFloat, "picard: float32 or float64");
-  return liquid_backward_impl<float>(d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq);
+  return AT_DISPATCH_FLOATING_TYPES(d_hs.scalar_type(), "liquid_backward", [&] {
+    return liquid_backward_impl<scalar_t>(d_hs, pre_grad, arg_grad, h_grad, lh_t, d_liq);
+  });
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
