@@ -8,16 +8,21 @@ trials, trials ASHA stopped, stopped trials that rank in the final top 3 of all 
 share of the stopped, and of the top 3: the false-prune rate), and the Spearman rank correlation between each
 rung's metric and the final one (how informative a low fidelity is).
 
-Unpruned curves are kept in `<workdir>/curves/` by the trial's settings, so a second run reruns nothing it has
-run. With `--rerun all`, `--replay GRACE:FACTOR ...` replays the sweep's ASHA scheduler over the unpruned curves
-(trials in start order, one at a time) for each candidate grace period and reduction factor: how many trials it
-stops, how many of the top 3 among them, and the reports it runs as a share of running every trial to the end.
+Unpruned histories (every reported metric at every report) are kept in `<workdir>/curves/` by the trial's settings,
+so a second run reruns nothing it has run; a trial its sweep already ran to the last report (a sweep with
+`--scheduler none`) is read from the sweep's MLflow store instead of being run again. With `--rerun all`,
+`--replay GRACE:FACTOR ...` replays the sweep's ASHA scheduler over the unpruned curves (trials in start order, one
+at a time) for each candidate grace period and reduction factor: how many trials it stops, how many of the top 3
+among them, and the reports it runs as a share of running every trial to the end; `GRACE:FACTOR:best` replays it
+with the rung value `best` (each trial enters a rung with its best report so far). `--signals METRIC:MODE ...`
+replays it on other reported metrics too (e.g. `loss:min`, the mean training loss since the previous report), the
+top 3 still being those of the family's metric at the end.
 `--sweeps T.parquet ...` studies sweeps already run (their `trials.parquet`, e.g. a benchmark's) instead of
-running `--seeds` new ones.
+running `--seeds` new ones; their MLflow store is `<results>/mlflow.db` beside `<results>/<space>/<name>/`.
 
     OMP_NUM_THREADS=1 python benchmarks/pruning_quality.py --space hartmann3_good --scale cpu --seeds 3
         [--set noise=0.1] [--samples N] [--rerun all|stopped] [--workdir DIR] [--replay 2:3 3:2 ...]
-        [--sweeps RESULTS/SPACE/NAME/trials.parquet ...]
+        [--sweeps RESULTS/SPACE/NAME/trials.parquet ...] [--signals final_r2:max loss:min]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 from ray.tune.schedulers import TrialScheduler
 from scipy.stats import spearmanr
 
@@ -42,6 +48,7 @@ from tuner.family import get_family
 from tuner.schedule import make_scheduler
 from tuner.single_run import LocalSession
 from tuner.space import Scheduler, SearchSpace, load_space
+from tuner.tracking import TRIAL_ID_TAG, numeric_metrics
 from tuner.validation import validate_settings
 
 
@@ -58,22 +65,35 @@ def sweep(space: str, scale: str, seed: int, overrides: list[str], samples: int 
     return trials
 
 
-def unpruned_curve(family_name: str, row: pd.Series, workdir: Path) -> list[float]:
-    """The trial's metric at every report, run to the end (or read from an earlier run's `curves/`)."""
+def unpruned_history(family_name: str, row: pd.Series, workdir: Path) -> list[dict[str, float]]:
+    """The trial's reported metrics at every report, run to the end (or read from an earlier run's `curves/`)."""
     family = get_family(family_name)
     given = {k.removeprefix("setting."): v for k, v in row.items() if k.startswith("setting.")}
     given = {k: v for k, v in given.items() if not (isinstance(v, float) and math.isnan(v)) and v is not None}
     settings = validate_settings(family.settings, given, where="trials.parquet")
     key = hashlib.sha1(json.dumps([family_name, settings.model_dump(mode="json")], sort_keys=True).encode())
-    cached = workdir / "curves" / f"{key.hexdigest()}.json"
+    cached = workdir / "curves" / f"history-{key.hexdigest()}.json"
     if cached.exists():
         return json.loads(cached.read_text())
     session = LocalSession(quiet=True)
     family.run(settings, session)
-    curve = [float(m[family.metric]) for m in session.history if family.metric in m]
+    history = [numeric_metrics(m) for m in session.history]
     cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(curve))
-    return curve
+    cached.write_text(json.dumps(history))
+    return history
+
+
+def recorded_history(client: MlflowClient, trial_id: str, metrics: list[str]) -> list[dict[str, float]]:
+    """A trial's reports as its sweep logged them to MLflow (one dict per report, in order)."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
+    if len(runs) != 1:
+        raise RuntimeError(f"trial {trial_id}: {len(runs)} MLflow runs carry its id, expected 1")
+    reports: dict[int, dict[str, float]] = {}
+    for metric in metrics:
+        for m in client.get_metric_history(runs[0].info.run_id, metric):
+            reports.setdefault(m.step, {})[metric] = m.value
+    return [reports[step] for step in sorted(reports)]
 
 
 class _ReplayedTrial:
@@ -83,11 +103,11 @@ class _ReplayedTrial:
         self.trial_id = trial_id
 
 
-def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode: str, grace: int, factor: int
+def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode: str, scheduler: Scheduler
                 ) -> list[int]:
-    """The report at which the sweep's ASHA (`tuner.schedule.make_scheduler`, with this grace period and reduction
-    factor) stops each trial, fed the curves one trial at a time in order; a trial it never stops gets its last."""
-    candidate = space.model_copy(update={"scheduler": Scheduler(grace_period=grace, reduction_factor=factor)})
+    """The report at which the sweep's ASHA (`tuner.schedule.make_scheduler`, with these scheduler settings) stops
+    each trial, fed the curves one trial at a time in order; a trial it never stops gets its last."""
+    candidate = space.model_copy(update={"scheduler": scheduler})
     scheduler = make_scheduler("asha", candidate, metric, mode, max(len(c) for c in curves))
     ends = []
     for number, curve in enumerate(curves):
@@ -104,6 +124,23 @@ def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode
     return ends
 
 
+def trial_histories(trials: pd.DataFrame, family_name: str, client: MlflowClient | None, rerun_all: bool,
+                    workdir: Path) -> list[list[dict[str, float]]]:
+    """Every trial's reports to the end: as its sweep logged them when it ran every report, else run again unpruned
+    here (with `rerun_all` False, a trial ASHA did not stop keeps only its final metrics)."""
+    family = get_family(family_name)
+    histories = []
+    for _, row in trials.iterrows():
+        ran_to_end = row["status"] == "finished" and row["reports"] == row["setting.n_reports"]
+        if ran_to_end and client is not None:
+            histories.append(recorded_history(client, row["trial_id"], sorted({family.metric, "loss"})))
+        elif rerun_all or row["status"] == "pruned":
+            histories.append(unpruned_history(family_name, row, workdir))
+        else:
+            histories.append([{family.metric: float(row[f"metric.{family.metric}"])}])
+    return histories
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", required=True)
@@ -115,25 +152,31 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/pruning_quality", help="sweeps here are reused by a rerun")
     parser.add_argument("--sweeps", nargs="*", type=Path, default=[], metavar="TRIALS_PARQUET",
                         help="study these finished sweeps instead of running --seeds new ones")
-    parser.add_argument("--replay", nargs="*", default=[], metavar="GRACE:FACTOR",
+    parser.add_argument("--replay", nargs="*", default=[], metavar="GRACE:FACTOR[:best]",
                         help="replay ASHA with these settings over the unpruned curves (needs --rerun all)")
+    parser.add_argument("--signals", nargs="*", default=[], metavar="METRIC:MODE",
+                        help="what the replayed ASHA compares at its rungs (default: the family's metric)")
     args = parser.parse_args()
-    if args.replay and args.rerun != "all":
-        parser.error("--replay needs every trial's unpruned curve: --rerun all")
-    candidates = [tuple(int(x) for x in item.split(":")) for item in args.replay]
+    if (args.replay or args.signals) and args.rerun != "all":
+        parser.error("--replay and --signals need every trial's unpruned curve: --rerun all")
+    candidates = {item: Scheduler(grace_period=int(item.split(":")[0]), reduction_factor=int(item.split(":")[1]),
+                                  rung_value=(item.split(":") + ["last"])[2]) for item in args.replay}
     space = load_space(args.space)
     family = get_family(space.family)
+    signals = args.signals or [f"{family.metric}:{family.mode}"]
     sign = 1.0 if family.mode == "max" else -1.0
     workdir = Path(args.workdir)
     rows, rung_values, finals, replays = [], {}, [], []
-    tables = {path.parent.name: pd.read_parquet(path) for path in args.sweeps}
+    tables = {path.parent.name: (pd.read_parquet(path), path.parents[2]) for path in args.sweeps}
     for seed in range(args.seeds) if not tables else []:
-        tables[seed] = sweep(args.space, args.scale, seed, args.overrides, args.samples, workdir)
-    for seed, trials in tables.items():
+        tables[seed] = (sweep(args.space, args.scale, seed, args.overrides, args.samples, workdir),
+                        workdir / "results")
+    for seed, (trials, results) in tables.items():
+        store = results / "mlflow.db"
+        client = MlflowClient(f"sqlite:///{store.resolve()}") if store.exists() else None
+        histories = trial_histories(trials, space.family, client, args.rerun == "all", workdir)
+        curves = [[h[family.metric] for h in history if family.metric in h] for history in histories]
         stopped_rows = trials["status"].to_numpy() == "pruned"
-        curves = [unpruned_curve(space.family, row, workdir) if (args.rerun == "all" or stopped)
-                  else [float(row[f"metric.{family.metric}"])]
-                  for (_, row), stopped in zip(trials.iterrows(), stopped_rows, strict=True)]
         final = np.array([c[-1] if c else np.nan for c in curves])
         order = np.argsort(-sign * np.nan_to_num(final, nan=-sign * np.inf))
         top3 = set(order[:3].tolist())
@@ -147,31 +190,37 @@ def main() -> None:
                      "share of stopped": f"{len(false) / len(stopped):.2f}" if stopped else "–",
                      "best unpruned": f"{final[order[0]]:.4g}",
                      "best the sweep found": f"{trials[f'metric.{family.metric}'].agg(family.mode):.4g}"})
-        for curve in curves if args.rerun == "all" else []:
-            for report, value in enumerate(curve[:-1], start=1):
-                rung_values.setdefault(report, []).append((value, curve[-1]))
         finals.append(final)
-        for grace, factor in candidates:
-            ends = np.array(replay_asha(curves, space, family.metric, family.mode, grace, factor))
-            full = np.array([len(c) for c in curves])
-            cut = set(np.flatnonzero(ends < full).tolist())
-            replays.append({"sweep": seed, "grace:factor": f"{grace}:{factor}", "stopped": len(cut),
-                            "stopped in top 3": len(cut & top3), "reports run": f"{ends.sum() / full.sum():.2f}",
-                            "best kept": f"{final[next(i for i in order if i not in cut)]:.4g}"})
+        for signal in signals if args.rerun == "all" else []:
+            metric, mode = signal.split(":")
+            signal_curves = [[h.get(metric, math.nan) for h in history] for history in histories]
+            for values, curve in zip(signal_curves, curves, strict=True):
+                for report, value in enumerate(values[:-1], start=1):
+                    rung_values.setdefault((signal, report), []).append((value, curve[-1]))
+            for candidate, scheduler in candidates.items():
+                ends = np.array(replay_asha(signal_curves, space, metric, mode, scheduler))
+                full = np.array([len(c) for c in curves])
+                cut = set(np.flatnonzero(ends < full).tolist())
+                replays.append({"sweep": seed, "signal": signal, "scheduler": candidate,
+                                "stopped": len(cut), "stopped in top 3": len(cut & top3),
+                                "reports run": f"{ends.sum() / full.sum():.2f}",
+                                "best kept": f"{final[next(i for i in order if i not in cut)]:.4g}"})
     frame = pd.DataFrame(rows)
     stopped, false = frame["stopped"].sum(), frame["stopped in top 3"].sum()
     print(frame.to_markdown(index=False))
     print(f"\ntotal: {frame['trials'].sum()} trials, {stopped} stopped, {false} of them in their sweep's top 3 "
           f"({false / max(stopped, 1):.1%} of the stopped; {false / (3 * len(tables)):.1%} of the top-3 trials)")
-    correlations = {r: spearmanr(*zip(*pairs, strict=True)).statistic for r, pairs in sorted(rung_values.items())
-                    if len(pairs) > 3}
-    print("Spearman(metric at report r, final metric), all trials run unpruned: "
-          + ", ".join(f"r={r}: {c:.3f}" for r, c in correlations.items()))
+    for signal in signals if rung_values else []:
+        correlations = {r: spearmanr(*zip(*pairs, strict=True)).statistic
+                        for (name, r), pairs in sorted(rung_values.items()) if name == signal and len(pairs) > 3}
+        agree = 1.0 if signal.endswith(f":{family.mode}") else -1.0  # a min signal ranks a max metric reversed
+        print(f"Spearman({signal} at report r, final {family.metric}), all trials run unpruned, sign so that "
+              f"1 is the same ranking: " + ", ".join(f"r={r}: {agree * c:.3f}" for r, c in correlations.items()))
     if replays:
         table = pd.DataFrame(replays)
         print("\nASHA replayed over the unpruned curves (trials in start order, one at a time):\n"
               + table.to_markdown(index=False))
-        total = table.groupby("grace:factor", sort=False)[["stopped", "stopped in top 3"]].sum()
+        total = table.groupby(["signal", "scheduler"], sort=False)[["stopped", "stopped in top 3"]].sum()
         print("\n" + total.assign(**{"false-prune rate (top-3 trials stopped)":
                                     total["stopped in top 3"] / (3 * len(tables))}).to_markdown())
 

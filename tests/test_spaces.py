@@ -140,6 +140,7 @@ def _broken(tmp_path: Path, edit, name: str = "chaotic_10k") -> Path:
     (lambda d: d["derived"].update(lr_W="lr * nonsense"), "derived.lr_W"),
     (lambda d: d["fixed"].update(connectivity_type="ring"), "connectivity_type"),
     (lambda d: d.update(principles=[]), "principles"),
+    (lambda d: d.update(scheduler={"rung_value": "median"}), "scheduler.rung_value"),
 ])
 def test_malformed_space_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
     path = _broken(tmp_path, edit)

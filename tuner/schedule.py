@@ -4,6 +4,7 @@ resumable stop of the whole sweep when its folders run out of space."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -94,16 +95,20 @@ class ResumableASHA(ASHAScheduler):
     trial it had stopped, resumed from an older checkpoint, is stopped again. A trial whose end the searcher told
     the study after Ray's last save (`ended`, from `TruthfulOptunaSearch.ended_after_save`; a killed driver)
     ends the same way when Ray reruns it: PRUNED at the report it was stopped at, COMPLETE after every report.
+    With `rung_value="best"` a trial enters each rung with its best value so far instead of its latest (kept in
+    the state too), so a transient dip at a rung does not stop it.
     """
 
-    def __init__(self, **kwargs: Any):
+    def __init__(self, rung_value: str = "last", **kwargs: Any):
         super().__init__(**kwargs)
+        self.rung_value = rung_value
         self.stopped: set[str] = set()
         self.ended: dict[str, tuple[str, int | None]] = {}
+        self.best: dict[str, float] = {}  # per trial, with rung_value="best": its best value so far
 
     def state(self) -> dict[str, Any]:
         return {"rungs": [[[milestone, dict(recorded)] for milestone, recorded in bracket._rungs]
-                          for bracket in self._brackets], "stopped": sorted(self.stopped)}
+                          for bracket in self._brackets], "stopped": sorted(self.stopped), "best": dict(self.best)}
 
     def load(self, state: dict[str, Any]) -> None:
         for bracket, rungs in zip(self._brackets, state["rungs"]):
@@ -112,6 +117,18 @@ class ResumableASHA(ASHAScheduler):
                 recorded.update(values)
         self.stopped = set(state["stopped"])
         self._num_stopped = len(self.stopped)
+        self.best = dict(state.get("best", {}))  # a state saved before rung_value existed has none
+
+    def _rung_result(self, trial: Any, result: dict) -> dict:
+        """The result as the rungs see it: with rung_value="best", the metric replaced by the trial's best so far
+        (NaN is never best: a diverged trial is stopped by `NonFiniteStopper`)."""
+        value = result.get(self._metric)
+        if self.rung_value != "best" or not isinstance(value, (int, float)) or math.isnan(value):
+            return result
+        kept = self.best.get(trial.trial_id)
+        if kept is None or self._metric_op * value > self._metric_op * kept:
+            self.best[trial.trial_id] = kept = float(value)
+        return {**result, self._metric: kept}
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if trial.trial_id in self.stopped:  # decided before a restart; resumed from an older checkpoint
@@ -120,7 +137,7 @@ class ResumableASHA(ASHAScheduler):
         if state == TrialState.PRUNED.name and result.get(self._time_attr, 0) >= (last_step or 0):
             self.stopped.add(trial.trial_id)
             return TrialScheduler.STOP
-        action = super().on_trial_result(tune_controller, trial, result)  # records the value in its rung
+        action = super().on_trial_result(tune_controller, trial, self._rung_result(trial, result))  # records it
         if state in (TrialState.PRUNED.name, TrialState.COMPLETE.name):  # the study has its end: the rerun runs to it
             return TrialScheduler.CONTINUE
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) < self._max_t:
@@ -129,7 +146,7 @@ class ResumableASHA(ASHAScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         if trial.trial_id in self._trial_info:
-            super().on_trial_complete(tune_controller, trial, result)
+            super().on_trial_complete(tune_controller, trial, self._rung_result(trial, result))
 
 
 class SchedulerState(Callback):
@@ -151,12 +168,13 @@ class SchedulerState(Callback):
 
 
 def make_scheduler(kind: str, space: SearchSpace, metric: str, mode: str, max_t: int) -> TrialScheduler:
-    """ASHA (rungs kept across restarts with `SchedulerState`) with the space's grace period and reduction
-    factor, in reports; or FIFO (`none`)."""
+    """ASHA (rungs kept across restarts with `SchedulerState`) with the space's grace period, reduction factor (in
+    reports) and rung value; or FIFO (`none`)."""
     if kind not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {kind!r}")
     if kind == "none":
         return FIFOScheduler()
     return ResumableASHA(metric=metric, mode=mode, time_attr="training_iteration",
                          max_t=max_t, grace_period=min(space.scheduler.grace_period, max_t),
-                         reduction_factor=space.scheduler.reduction_factor)
+                         reduction_factor=space.scheduler.reduction_factor,
+                         rung_value=space.scheduler.rung_value)

@@ -146,6 +146,9 @@ class Objective(_Strict):
 class Scheduler(_Strict):
     grace_period: int = Field(default=2, ge=1)  # in reports
     reduction_factor: int = Field(default=3, ge=2)
+    # what a trial enters a rung with: its report there (`last`, Ray's ASHA) or its best report so far (`best`, as
+    # Optuna's median pruner), for a metric whose transient dips do not last (a high learning rate's spikes)
+    rung_value: Literal["last", "best"] = "last"
 
 
 class SearchSpace(_Strict):
