@@ -18,7 +18,7 @@ with the rung value `best` (each trial enters a rung with its best report so far
 replays it on other reported metrics too (e.g. `loss:min`, the mean training loss since the previous report), the
 top 3 still being those of the family's metric at the end.
 `--sweeps T.parquet ...` studies sweeps already run (their `trials.parquet`, e.g. a benchmark's) instead of
-running `--seeds` new ones; their MLflow store is `<results>/mlflow.db` beside `<results>/<space>/<name>/`.
+running `--seeds` new ones; their MLflow records are found through the plan in `<results>/ray/<name>/`.
 
     OMP_NUM_THREADS=1 python benchmarks/pruning_quality.py --space hartmann3_good --scale cpu --seeds 3
         [--set noise=0.1] [--samples N] [--rerun all|stopped] [--workdir DIR] [--replay 2:3 3:2 ...]
@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
 from ray.tune.schedulers import TrialScheduler
 from scipy.stats import spearmanr
 
@@ -45,16 +44,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prior_value import sweep_trials
 
 from tuner.family import get_family
+from tuner.plan import PLAN_FILE, read_plan
 from tuner.schedule import make_scheduler
 from tuner.single_run import LocalSession
 from tuner.space import Scheduler, SearchSpace, load_space
-from tuner.tracking import TRIAL_ID_TAG, numeric_metrics
+from tuner.tracking import metric_histories, numeric_metrics
 from tuner.validation import validate_settings
 
 
 def sweep(space: str, scale: str, seed: int, overrides: list[str], samples: int | None, workdir: Path
-          ) -> pd.DataFrame:
-    """The trials of this seed's ASHA sweep, run into `workdir` unless an earlier run left them there."""
+          ) -> tuple[pd.DataFrame, Path]:
+    """The trials of this seed's ASHA sweep and its Ray folder, run into `workdir` unless an earlier run left them
+    there."""
     name = f"{space}-prune-{scale}-{seed}" + ("-" + "-".join(overrides).replace("=", "") if overrides else "")
     args = ["--scale", scale, "--seed", str(seed)]
     args += ["--samples", str(samples)] if samples else []
@@ -62,7 +63,7 @@ def sweep(space: str, scale: str, seed: int, overrides: list[str], samples: int 
     start = time.time()
     trials = sweep_trials(workdir, space, name, args)
     print(f"  sweep {name}: {time.time() - start:.0f} s", flush=True)
-    return trials
+    return trials, workdir / "results" / "ray" / name
 
 
 def unpruned_history(family_name: str, row: pd.Series, workdir: Path) -> list[dict[str, float]]:
@@ -83,17 +84,16 @@ def unpruned_history(family_name: str, row: pd.Series, workdir: Path) -> list[di
     return history
 
 
-def recorded_history(client: MlflowClient, trial_id: str, metrics: list[str]) -> list[dict[str, float]]:
-    """A trial's reports as its sweep logged them to MLflow (one dict per report, in order)."""
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string=f"tags.`{TRIAL_ID_TAG}` = '{trial_id}'")
-    if len(runs) != 1:
-        raise RuntimeError(f"trial {trial_id}: {len(runs)} MLflow runs carry its id, expected 1")
-    reports: dict[int, dict[str, float]] = {}
-    for metric in metrics:
-        for m in client.get_metric_history(runs[0].info.run_id, metric):
-            reports.setdefault(m.step, {})[metric] = m.value
-    return [reports[step] for step in sorted(reports)]
+def recorded_histories(experiment: Path, metrics: list[str]) -> dict[str, list[dict[str, float]]]:
+    """Each trial's reports of `metrics` as its sweep logged them to MLflow (trial id → one dict per report, in
+    order), found through the plan in the sweep's Ray folder; empty when that folder is not there."""
+    if not (experiment / PLAN_FILE).exists():
+        return {}
+    plan, ids = read_plan(str(experiment))
+    logged = pd.concat([metric_histories(plan.tracking_uri, ids.experiment_id, ids.parent_run_id, metric)
+                        .assign(metric=metric) for metric in metrics])
+    return {trial: [report.set_index("metric")["value"].to_dict() for _, report in reports.groupby("step")]
+            for trial, reports in logged.groupby("trial_id")}
 
 
 class _ReplayedTrial:
@@ -103,11 +103,11 @@ class _ReplayedTrial:
         self.trial_id = trial_id
 
 
-def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode: str, scheduler: Scheduler
+def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode: str, settings: Scheduler
                 ) -> list[int]:
     """The report at which the sweep's ASHA (`tuner.schedule.make_scheduler`, with these scheduler settings) stops
     each trial, fed the curves one trial at a time in order; a trial it never stops gets its last."""
-    candidate = space.model_copy(update={"scheduler": scheduler})
+    candidate = space.model_copy(update={"scheduler": settings})
     scheduler = make_scheduler("asha", candidate, metric, mode, max(len(c) for c in curves))
     ends = []
     for number, curve in enumerate(curves):
@@ -124,16 +124,16 @@ def replay_asha(curves: list[list[float]], space: SearchSpace, metric: str, mode
     return ends
 
 
-def trial_histories(trials: pd.DataFrame, family_name: str, client: MlflowClient | None, rerun_all: bool,
-                    workdir: Path) -> list[list[dict[str, float]]]:
-    """Every trial's reports to the end: as its sweep logged them when it ran every report, else run again unpruned
-    here (with `rerun_all` False, a trial ASHA did not stop keeps only its final metrics)."""
+def trial_histories(trials: pd.DataFrame, family_name: str, recorded: dict[str, list[dict[str, float]]],
+                    rerun_all: bool, workdir: Path) -> list[list[dict[str, float]]]:
+    """Every trial's reports to the end: as its sweep logged them (`recorded`) when it ran every report, else run
+    again unpruned here (with `rerun_all` False, a trial ASHA did not stop keeps only its final metrics)."""
     family = get_family(family_name)
     histories = []
     for _, row in trials.iterrows():
         ran_to_end = row["status"] == "finished" and row["reports"] == row["setting.n_reports"]
-        if ran_to_end and client is not None:
-            histories.append(recorded_history(client, row["trial_id"], sorted({family.metric, "loss"})))
+        if ran_to_end and row["trial_id"] in recorded:
+            histories.append(recorded[row["trial_id"]])
         elif rerun_all or row["status"] == "pruned":
             histories.append(unpruned_history(family_name, row, workdir))
         else:
@@ -159,22 +159,26 @@ def main() -> None:
     args = parser.parse_args()
     if (args.replay or args.signals) and args.rerun != "all":
         parser.error("--replay and --signals need every trial's unpruned curve: --rerun all")
-    candidates = {item: Scheduler(grace_period=int(item.split(":")[0]), reduction_factor=int(item.split(":")[1]),
-                                  rung_value=(item.split(":") + ["last"])[2]) for item in args.replay}
+    candidates = {}
+    for item in args.replay:
+        grace, factor, *rung_value = item.split(":")
+        candidates[item] = Scheduler(grace_period=int(grace), reduction_factor=int(factor),
+                                     rung_value=rung_value[0] if rung_value else "last")
     space = load_space(args.space)
     family = get_family(space.family)
     signals = args.signals or [f"{family.metric}:{family.mode}"]
+    logged_metrics = sorted({family.metric} | {signal.split(":")[0] for signal in signals})
     sign = 1.0 if family.mode == "max" else -1.0
     workdir = Path(args.workdir)
-    rows, rung_values, finals, replays = [], {}, [], []
-    tables = {path.parent.name: (pd.read_parquet(path), path.parents[2]) for path in args.sweeps}
+    rows, rung_values, replays = [], {}, []
+    # results/<space>/<name>/trials.parquet; the sweep's Ray folder is results/ray/<name>
+    tables = {path.parent.name: (pd.read_parquet(path), path.parents[2] / "ray" / path.parent.name)
+              for path in args.sweeps}
     for seed in range(args.seeds) if not tables else []:
-        tables[seed] = (sweep(args.space, args.scale, seed, args.overrides, args.samples, workdir),
-                        workdir / "results")
-    for seed, (trials, results) in tables.items():
-        store = results / "mlflow.db"
-        client = MlflowClient(f"sqlite:///{store.resolve()}") if store.exists() else None
-        histories = trial_histories(trials, space.family, client, args.rerun == "all", workdir)
+        tables[seed] = sweep(args.space, args.scale, seed, args.overrides, args.samples, workdir)
+    for seed, (trials, experiment) in tables.items():
+        recorded = recorded_histories(experiment, logged_metrics)
+        histories = trial_histories(trials, space.family, recorded, args.rerun == "all", workdir)
         curves = [[h[family.metric] for h in history if family.metric in h] for history in histories]
         stopped_rows = trials["status"].to_numpy() == "pruned"
         final = np.array([c[-1] if c else np.nan for c in curves])
@@ -190,7 +194,7 @@ def main() -> None:
                      "share of stopped": f"{len(false) / len(stopped):.2f}" if stopped else "–",
                      "best unpruned": f"{final[order[0]]:.4g}",
                      "best the sweep found": f"{trials[f'metric.{family.metric}'].agg(family.mode):.4g}"})
-        finals.append(final)
+        full = np.array([len(c) for c in curves])
         for signal in signals if args.rerun == "all" else []:
             metric, mode = signal.split(":")
             signal_curves = [[h.get(metric, math.nan) for h in history] for history in histories]
@@ -199,7 +203,6 @@ def main() -> None:
                     rung_values.setdefault((signal, report), []).append((value, curve[-1]))
             for candidate, scheduler in candidates.items():
                 ends = np.array(replay_asha(signal_curves, space, metric, mode, scheduler))
-                full = np.array([len(c) for c in curves])
                 cut = set(np.flatnonzero(ends < full).tolist())
                 replays.append({"sweep": seed, "signal": signal, "scheduler": candidate,
                                 "stopped": len(cut), "stopped in top 3": len(cut & top3),
