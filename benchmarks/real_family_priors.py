@@ -150,7 +150,11 @@ def main() -> None:
     if not args.analyse_only:
         run_sweeps(args, tracking_uri, family.name)
     trials = family_trials(tracking_uri, family.name)
+    if trials.empty:
+        raise SystemExit(f"--results {args.results}: no {family.name} trials are recorded there")
     runs = per_sweep(trials, goal, family.metric, args)
+    if runs.empty:
+        raise SystemExit(f"--results {args.results}: no sweep of {', '.join(args.spaces)} × {', '.join(args.methods)}")
     table = summary(runs, goal)
     text = ("## Per sweep\n\n" + runs.to_markdown(index=False, floatfmt=".4g") + "\n\n## Summary (a seed that did not "
             "reach the target counts its whole sweep)\n\n" + table.to_markdown(index=False, floatfmt=".4g") + "\n")
